@@ -1,0 +1,82 @@
+"""Group `ingest`: load the catalogue, validate every row, keep the rejects with reasons."""
+
+from pathlib import Path
+
+import dagster as dg
+import fsspec
+import polars as pl
+
+from assets._common import counts_markdown, table_output
+from curation.catalogue import load_raw_catalogue
+from curation.demo import build_demo_catalogue
+from curation.validation import validate_catalogue
+from dagster_project.resources import PipelineSettings
+
+GROUP = "ingest"
+
+
+def resolve_catalogue_uri(settings: PipelineSettings) -> str:
+    """The embedded demo is generated next to the data (or in a local cache for remote data)."""
+    if not settings.is_demo:
+        return settings.catalogue_uri
+    fs, path = fsspec.core.url_to_fs(settings.data_dir)
+    local = "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
+    root = Path(path) / "demo_catalogue" if local else Path.home() / ".cache/catalogue-vlm/demo"
+    return str(build_demo_catalogue(root).catalogue_path)
+
+
+@dg.asset(group_name=GROUP, code_version="1", kinds={"polars"})
+def raw_catalogue(context: dg.AssetExecutionContext, pipeline: PipelineSettings) -> dg.Output:
+    """The catalogue as loaded (all columns as text) plus `row_index` and a content `row_id`."""
+    uri = resolve_catalogue_uri(pipeline)
+    frame = load_raw_catalogue(uri)
+    context.log.info(f"loaded {frame.height} rows from {uri}")
+    return table_output(frame, catalogue_uri=dg.MetadataValue.text(uri))
+
+
+@dg.multi_asset(
+    group_name=GROUP,
+    code_version="1",
+    outs={
+        "validated_products": dg.AssetOut(kinds={"polars"}, code_version="1"),
+        "rejected_rows": dg.AssetOut(kinds={"polars"}, code_version="1"),
+    },
+)
+def validated_products(raw_catalogue: pl.DataFrame):
+    """Rows that pass the pydantic schema (normalised), and one reject row per problem."""
+    validated, rejected = validate_catalogue(raw_catalogue)
+    by_field = dict(rejected.group_by("field").len().rows())
+    yield table_output(
+        validated,
+        output_name="validated_products",
+        rejected_row_count=dg.MetadataValue.int(rejected["row_id"].n_unique()),
+    )
+    yield table_output(
+        rejected,
+        output_name="rejected_rows",
+        rejected_row_count=dg.MetadataValue.int(rejected["row_id"].n_unique()),
+        rejected_by_field=dg.MetadataValue.md(counts_markdown(by_field, "field")),
+    )
+
+
+@dg.asset_check(
+    asset="validated_products",
+    blocking=True,
+    additional_ins={"raw_catalogue": dg.AssetIn(), "rejected_rows": dg.AssetIn()},
+)
+def every_raw_row_validated_or_rejected(
+    raw_catalogue: pl.DataFrame, validated_products: pl.DataFrame, rejected_rows: pl.DataFrame
+) -> dg.AssetCheckResult:
+    """Validation drops nothing: each raw row is in exactly one of validated / rejected."""
+    validated_ids = set(validated_products["row_id"])
+    rejected_ids = set(rejected_rows["row_id"])
+    overlap = validated_ids & rejected_ids
+    unaccounted = set(raw_catalogue["row_id"]) - validated_ids - rejected_ids
+    return dg.AssetCheckResult(
+        passed=not overlap and not unaccounted,
+        metadata={
+            "overlap": len(overlap),
+            "unaccounted": len(unaccounted),
+            "raw_rows": raw_catalogue.height,
+        },
+    )

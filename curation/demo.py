@@ -1,0 +1,495 @@
+"""The embedded demo catalogue: DBQ-shaped rows, drawn pictures, planted defects, ground truth.
+
+Deterministic by seed and built locally (no network), so `make demo`, the tests and the
+benchmarks all see the same 3,040 rows. The manifest beside the catalogue records, for every
+planted defect, the outcome the pipeline must reach; tests compare the ledger against it.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import random
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import polars as pl
+
+from curation.demo_images import (
+    COLOURS,
+    PATTERNS,
+    SHAPES,
+    ProductLook,
+    draw_product,
+    encode,
+    near_duplicate,
+    placeholder_image,
+)
+from schemas.tables import CATALOGUE_COLUMNS
+
+DEMO_VERSION = "demo-v1"  # bump when the generator changes, so cached copies are rebuilt
+DEMO_ROWS = 3040
+DEMO_SEED = 20231117
+
+# category2 -> [(category3, price range in USD, category1 choices)].
+TAXONOMY: dict[str, list[tuple[str, tuple[int, int], tuple[str, ...]]]] = {
+    "BAGS": [
+        ("TOTE BAGS", (1500, 3200), ("WOMAN", "MAN")),
+        ("CROSSBODY BAGS", (1100, 2600), ("WOMAN",)),
+    ],
+    "SHOES": [
+        ("SNEAKERS", (550, 990), ("WOMAN", "MAN", "KIDS")),
+        ("BOOTS", (890, 1790), ("WOMAN", "MAN")),
+    ],
+    "SCARVES": [
+        ("CASHMERE SCARVES", (490, 890), ("WOMAN", "MAN")),
+        ("SILK SCARVES", (350, 650), ("WOMAN",)),
+    ],
+    "COATS": [
+        ("TRENCH COATS", (1990, 3990), ("WOMAN", "MAN")),
+        ("CAR COATS", (1690, 2990), ("WOMAN", "MAN")),
+    ],
+    "JACKETS": [("QUILTED JACKETS", (990, 1890), ("WOMAN", "MAN", "KIDS"))],
+    "KNITWEAR": [
+        ("SWEATERS", (690, 1290), ("WOMAN", "MAN", "KIDS")),
+        ("CARDIGANS", (790, 1390), ("WOMAN",)),
+    ],
+    "SHIRTS": [("COTTON SHIRTS", (450, 790), ("WOMAN", "MAN", "KIDS"))],
+    "T-SHIRTS": [("LOGO T-SHIRTS", (290, 550), ("WOMAN", "MAN", "KIDS"))],
+    "DRESSES": [("MIDI DRESSES", (1190, 2490), ("WOMAN", "KIDS"))],
+    "SKIRTS": [("PLEATED SKIRTS", (690, 1290), ("WOMAN", "KIDS"))],
+    "TROUSERS": [("TAILORED TROUSERS", (590, 1190), ("WOMAN", "MAN"))],
+    "BELTS": [("LEATHER BELTS", (390, 690), ("WOMAN", "MAN"))],
+    "WALLETS": [
+        ("CARD CASES", (290, 550), ("WOMAN", "MAN")),
+        ("ZIP WALLETS", (490, 850), ("WOMAN", "MAN")),
+    ],
+    "HATS": [("BUCKET HATS", (390, 590), ("WOMAN", "MAN", "KIDS"))],
+    "JEWELLERY": [("EARRINGS", (350, 750), ("WOMAN",))],
+    "SUNGLASSES": [("SQUARE SUNGLASSES", (290, 490), ("WOMAN", "MAN"))],
+    "FRAGRANCES": [("EAU DE PARFUM", (110, 260), ("WOMAN", "MAN"))],
+    "SWIMWEAR": [("SWIM SHORTS", (290, 450), ("MAN", "KIDS"))],
+    "GLOVES": [("LEATHER GLOVES", (350, 590), ("WOMAN", "MAN"))],
+    "UMBRELLAS": [("CHECK UMBRELLAS", (290, 450), ("WOMAN", "MAN"))],
+}
+NOUNS: dict[str, str] = {
+    "TOTE BAGS": "Tote",
+    "CROSSBODY BAGS": "Crossbody Bag",
+    "SNEAKERS": "Sneakers",
+    "BOOTS": "Boots",
+    "CASHMERE SCARVES": "Cashmere Scarf",
+    "SILK SCARVES": "Silk Scarf",
+    "TRENCH COATS": "Trench Coat",
+    "CAR COATS": "Car Coat",
+    "QUILTED JACKETS": "Quilted Jacket",
+    "SWEATERS": "Sweater",
+    "CARDIGANS": "Cardigan",
+    "COTTON SHIRTS": "Shirt",
+    "LOGO T-SHIRTS": "T-shirt",
+    "MIDI DRESSES": "Midi Dress",
+    "PLEATED SKIRTS": "Pleated Skirt",
+    "TAILORED TROUSERS": "Trousers",
+    "LEATHER BELTS": "Belt",
+    "CARD CASES": "Card Case",
+    "ZIP WALLETS": "Zip Wallet",
+    "BUCKET HATS": "Bucket Hat",
+    "EARRINGS": "Earrings",
+    "SQUARE SUNGLASSES": "Sunglasses",
+    "EAU DE PARFUM": "Eau de Parfum",
+    "SWIM SHORTS": "Swim Shorts",
+    "LEATHER GLOVES": "Gloves",
+    "CHECK UMBRELLAS": "Umbrella",
+}
+STYLES = (
+    "Vintage Check",
+    "Monogram",
+    "Equestrian Knight",
+    "Heritage",
+    "Archive",
+    "Logo",
+    "Quilted",
+    "Icon Stripe",
+    "Classic",
+    "Oversized",
+    "Slim",
+    "Cropped",
+    "Reversible",
+)
+MATERIALS = (
+    "Cotton",
+    "Wool",
+    "Leather",
+    "Cashmere",
+    "Silk",
+    "Nylon",
+    "Canvas",
+    "Suede",
+    "Gabardine",
+    "Technical",
+    "Merino",
+    "Linen",
+)
+MODEL_NAMES = (
+    "Lola",
+    "Olympia",
+    "Rocking Horse",
+    "Pocket",
+    "Knight",
+    "Kensington",
+    "Chelsea",
+    "Camden",
+    "Westminster",
+    "Harlow",
+    "Soho",
+    "Mayfair",
+    "Islington",
+    "Brompton",
+)
+
+# How many rows carry each planted defect (disjoint row sets).
+INVALID_KINDS: dict[str, tuple[str, int]] = {  # kind -> (field the validator must name, count)
+    "na_category3": ("category3_code", 16),
+    "na_category2": ("category2_code", 6),
+    "empty_title": ("title", 6),
+    "whitespace_title": ("title", 5),
+    "negative_price": ("price", 6),
+    "nan_price": ("full_price", 6),
+    "price_above_full_price": ("price", 8),
+    "bad_url": ("imageurl", 8),
+}
+IMAGE_DEFECTS: dict[str, tuple[str, int]] = {  # kind -> (expected outcome, count)
+    "missing_image": ("download_failed", 15),
+    "html_error_page": ("bad_image", 10),
+    "truncated_jpeg": ("bad_image", 10),
+}
+N_EXACT_DUPLICATES = 30
+N_LABEL_CONFLICTS = 5  # of the exact duplicates, re-listed at another price
+N_NEAR_DUPLICATES = 30  # split evenly over re-encode / resize / crop
+N_PLACEHOLDER_ROWS = 24
+BAD_URLS = ("htp:/broken-link", "ftp://images.example.com/x.jpg", "javascript:alert(1)", "")
+HTML_ERROR_PAGE = (
+    b"<!DOCTYPE html><html><head><title>503 Service Unavailable</title></head>"
+    b"<body><h1>Service Unavailable</h1><p>Try again later.</p></body></html>"
+)
+
+
+@dataclass
+class DemoRow:
+    values: dict[str, str]
+    look: ProductLook
+    seed: int
+    defect: str = "none"
+    expected_outcome: str = "curated"
+    invalid_field: str | None = None
+    source_of: DemoRow | None = None  # the original row a duplicate was copied from
+    extras: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DemoCatalogue:
+    """Where the generated demo lives."""
+
+    root: Path
+    catalogue_path: Path
+    manifest_path: Path
+    images_dir: Path
+
+    def manifest(self) -> dict:
+        return json.loads(self.manifest_path.read_text())
+
+
+def category_looks() -> dict[str, tuple[str, str]]:
+    """Each category3 gets its own (silhouette, pattern): that is what the model can learn."""
+    combos = [(shape, pattern) for pattern in PATTERNS for shape in SHAPES]
+    cats = [c3 for entries in TAXONOMY.values() for c3, _, _ in entries]
+    rng = random.Random(7)
+    rng.shuffle(combos)
+    return {c3: combos[i] for i, c3 in enumerate(cats)}
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
+def _category_weights(rng: random.Random) -> list[tuple[str, str, tuple[int, int], tuple]]:
+    """Skewed class sizes (Zipf-like), as in a real catalogue where bags dwarf umbrellas."""
+    entries = [(c2, c3, prices, c1s) for c2, items in TAXONOMY.items() for c3, prices, c1s in items]
+    rng.shuffle(entries)
+    return entries
+
+
+def _product_rows(n_rows: int, rng: random.Random) -> list[DemoRow]:
+    """Clean rows: product groups with 1–4 colour variants that share a title and a price."""
+    entries = _category_weights(rng)
+    weights = [1.0 / (rank + 1) ** 0.8 for rank in range(len(entries))]
+    looks = category_looks()
+    colour_names = list(COLOURS)
+    used_titles: set[str] = set()
+    rows: list[DemoRow] = []
+    while len(rows) < n_rows:
+        c2, c3, (low, high), c1s = rng.choices(entries, weights)[0]
+        title = f"{rng.choice(STYLES)} {rng.choice(MATERIALS)} {NOUNS[c3]}"
+        if title in used_titles:
+            title = f"The {rng.choice(MODEL_NAMES)} {title}"
+        if title in used_titles:
+            continue
+        used_titles.add(title)
+        full_price = rng.randrange(low, high + 1, 10)
+        category1 = rng.choice(c1s)
+        n_colours = rng.choices([1, 2, 3, 4], [0.45, 0.3, 0.15, 0.1])[0]
+        for colour in rng.sample(colour_names, n_colours):
+            code = str(rng.randint(80_000_000, 80_999_999))
+            discounted = rng.random() < 0.18
+            price = round(full_price * rng.uniform(0.6, 0.8), -1) if discounted else full_price
+            values = {
+                "website_name": "MAISONDEMO.COM",
+                "competence_date": "2023-11-17",
+                "country_code": "USA",
+                "currency_code": "USD",
+                "brand": "Maison Demo",
+                "category1_code": category1,
+                "category2_code": c2,
+                "category3_code": c3,
+                "product_code": code,
+                "title": title,
+                "itemurl": f"https://www.maisondemo.example/{_slug(title)}-{_slug(colour)}-p{code}",
+                "full_price": f"{full_price:.1f}",
+                "price": f"{price:.1f}",
+                "full_price_eur": f"{full_price * 0.93:.2f}",
+                "price_eur": f"{price * 0.93:.2f}",
+                "flg_discount": "1" if discounted else "0",
+            }
+            shape, pattern = looks[c3]
+            look = ProductLook(shape=shape, pattern=pattern, colour=COLOURS[colour])
+            rows.append(DemoRow(values=values, look=look, seed=rng.getrandbits(32)))
+    return rows[:n_rows]
+
+
+def _plant_invalid(row: DemoRow, kind: str, rng: random.Random) -> None:
+    values = row.values
+    if kind == "na_category3":
+        values["category3_code"] = "N.A."
+    elif kind == "na_category2":
+        values["category2_code"] = "N.A."
+    elif kind == "empty_title":
+        values["title"] = ""
+    elif kind == "whitespace_title":
+        values["title"] = " \t  "
+    elif kind == "negative_price":
+        values["price"] = f"-{values['price']}"
+    elif kind == "nan_price":
+        values["full_price"] = "NaN"
+    elif kind == "price_above_full_price":
+        values["price"] = f"{float(values['full_price']) * 1.25:.1f}"
+    elif kind == "bad_url":
+        row.extras["imageurl"] = rng.choice(BAD_URLS)
+    row.defect, row.expected_outcome, row.invalid_field = kind, "invalid", INVALID_KINDS[kind][0]
+
+
+def _copy_row(original: DemoRow, defect: str, rng: random.Random) -> DemoRow:
+    """A re-listing of the same product under a new product code."""
+    values = dict(original.values)
+    values["product_code"] = str(rng.randint(81_000_000, 81_999_999))
+    return DemoRow(
+        values=values,
+        look=original.look,
+        seed=original.seed,
+        defect=defect,
+        expected_outcome="duplicate",
+        source_of=original,
+    )
+
+
+def _plant_defects(rows: list[DemoRow], rng: random.Random) -> list[DemoRow]:
+    """Mark in-place defects on disjoint clean rows and append duplicates and placeholders."""
+    pool = list(range(len(rows)))
+    rng.shuffle(pool)
+    taken = iter(pool)
+    for kind, (_, count) in INVALID_KINDS.items():
+        for _ in range(count):
+            _plant_invalid(rows[next(taken)], kind, rng)
+    for kind, (outcome, count) in IMAGE_DEFECTS.items():
+        for _ in range(count):
+            row = rows[next(taken)]
+            row.defect, row.expected_outcome = kind, outcome
+    extra: list[DemoRow] = []
+    for i in range(N_EXACT_DUPLICATES):
+        copy = _copy_row(rows[next(taken)], "exact_duplicate", rng)
+        if i < N_LABEL_CONFLICTS:
+            copy.defect = "label_conflict"
+            copy.values["full_price"] = f"{float(copy.values['full_price']) + 100:.1f}"
+            copy.values["price"] = copy.values["full_price"]
+        extra.append(copy)
+    for i in range(N_NEAR_DUPLICATES):
+        kind = ("reencode", "resize", "crop")[i % 3]
+        extra.append(_copy_row(rows[next(taken)], f"near_duplicate_{kind}", rng))
+    for _ in range(N_PLACEHOLDER_ROWS):
+        row = rows[next(taken)]
+        clone = DemoRow(
+            values=dict(row.values),
+            look=row.look,
+            seed=row.seed,
+            defect="placeholder",
+            expected_outcome="bad_image",
+        )
+        clone.values["product_code"] = str(rng.randint(82_000_000, 82_999_999))
+        clone.values["title"] = f"{row.values['title']} ({rng.choice(MODEL_NAMES)} Edition)"
+        extra.append(clone)
+    return rows + extra
+
+
+def _image_bytes(row: DemoRow, rng: random.Random, cache: dict[int, bytes]) -> bytes | None:
+    """The bytes served at the row's image URL (None: nothing there, the file is missing)."""
+    if row.defect == "missing_image":
+        return None
+    if row.defect == "html_error_page":
+        return HTML_ERROR_PAGE
+    if row.defect == "placeholder":
+        return encode(placeholder_image(), "PNG")
+    source = row.source_of or row
+    if id(source) not in cache:
+        fmt = "PNG" if source.seed % 12 == 0 else "JPEG"
+        cache[id(source)] = encode(draw_product(source.look, source.seed), fmt)
+    original = cache[id(source)]
+    if row.defect == "truncated_jpeg":
+        return original[: len(original) // 2]
+    if row.defect.startswith("near_duplicate_"):
+        from PIL import Image
+
+        kind = row.defect.removeprefix("near_duplicate_")
+        with Image.open(io.BytesIO(original)) as decoded:
+            altered = near_duplicate(decoded.convert("RGB"), kind, rng)
+        return encode(altered, "JPEG", quality=70 if kind == "reencode" else 88)
+    return original
+
+
+def _expected_duplicate_roles(rows: list[DemoRow], sizes: dict[int, int]) -> dict[int, int]:
+    """Which row of each planted pair the pipeline must keep: largest image, then lowest index.
+
+    Returns {duplicate row position: canonical row position}.
+    """
+    position = {id(row): i for i, row in enumerate(rows)}
+    roles: dict[int, int] = {}
+    for i, row in enumerate(rows):
+        if row.source_of is None:
+            continue
+        j = position[id(row.source_of)]
+        copy_key, original_key = (-sizes[i], i), (-sizes[j], j)
+        roles.update({i: j} if original_key < copy_key else {j: i})
+    return roles
+
+
+def _manifest_rows(rows: list[DemoRow], roles: dict[int, int]) -> list[dict]:
+    entries = []
+    for i, row in enumerate(rows):
+        duplicate_of = roles.get(i)
+        if duplicate_of is not None:
+            outcome = "duplicate"
+        elif row.source_of is not None:
+            outcome = "curated"  # the copy sorted first, so it is the one kept
+        else:
+            outcome = row.expected_outcome
+        entries.append(
+            {
+                "row_index": i,
+                "defect": row.defect,
+                "expected_outcome": outcome,
+                "field": row.invalid_field,
+                "duplicate_of_row_index": duplicate_of,
+                "label_conflict": row.defect == "label_conflict",
+            }
+        )
+    return entries
+
+
+def _write_bytes_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def build_demo_catalogue(
+    root: str | os.PathLike, n_rows: int = DEMO_ROWS, seed: int = DEMO_SEED
+) -> DemoCatalogue:
+    """Generate (or reuse, when already complete) the demo catalogue under `root`."""
+    root = Path(root).resolve()
+    demo = DemoCatalogue(root, root / "catalogue.csv", root / "manifest.json", root / "images")
+    if demo.manifest_path.exists():
+        meta = demo.manifest()
+        if (meta.get("version"), meta.get("seed"), meta.get("n_rows")) == (
+            DEMO_VERSION,
+            seed,
+            n_rows,
+        ):
+            return demo
+    demo.images_dir.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(seed)
+    n_appended = N_EXACT_DUPLICATES + N_NEAR_DUPLICATES + N_PLACEHOLDER_ROWS
+    rows = _plant_defects(_product_rows(n_rows - n_appended, rng), rng)
+    rng.shuffle(rows)
+    cache: dict[int, bytes] = {}
+    sizes: dict[int, int] = {}
+    records = []
+    for i, row in enumerate(rows):
+        image_path = demo.images_dir / f"{row.values['product_code']}-{i:05d}"
+        data = _image_bytes(row, rng, cache)
+        if data is not None:
+            _write_bytes_atomic(image_path, data)
+            sizes[i] = _pixel_count(data)
+        url = row.extras.get("imageurl", image_path.as_uri())
+        records.append({**row.values, "imageurl": url})
+    frame = pl.DataFrame(records, schema={name: pl.String for name in CATALOGUE_COLUMNS})
+    tmp = demo.catalogue_path.with_suffix(".csv.tmp")
+    frame.write_csv(tmp)
+    os.replace(tmp, demo.catalogue_path)
+    entries = _manifest_rows(rows, _expected_duplicate_roles(rows, sizes))
+    manifest = {
+        "version": DEMO_VERSION,
+        "seed": seed,
+        "n_rows": n_rows,
+        "outcome_counts": _count(entry["expected_outcome"] for entry in entries),
+        "defect_counts": _count(entry["defect"] for entry in entries),
+        "rows": entries,
+    }
+    _write_bytes_atomic(demo.manifest_path, json.dumps(manifest, indent=1).encode())
+    return demo
+
+
+def _pixel_count(data: bytes) -> int:
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return image.width * image.height
+    except Exception:  # undecodable planted bytes have no resolution
+        return 0
+
+
+def _count(values) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for value in values:
+        counts[value] = counts.get(value, 0) + 1
+    return dict(sorted(counts.items()))
+
+
+def main() -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Write the demo catalogue to a folder.")
+    parser.add_argument("root")
+    parser.add_argument("--rows", type=int, default=DEMO_ROWS)
+    parser.add_argument("--seed", type=int, default=DEMO_SEED)
+    args = parser.parse_args()
+    demo = build_demo_catalogue(args.root, args.rows, args.seed)
+    print(
+        json.dumps(
+            {"catalogue": str(demo.catalogue_path), "outcomes": demo.manifest()["outcome_counts"]},
+            indent=1,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,73 @@
+"""Typed resources and the IO manager factory; imports only `schemas` so assets can use it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import dagster as dg
+from dagster_polars import PolarsParquetIOManager
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+DEMO_CATALOGUE = "demo"  # CATALOGUE_URI value (and default) meaning: the embedded demo
+
+
+def default_data_dir() -> str:
+    return os.environ.get("PIPELINE_DATA_DIR") or str(PROJECT_ROOT / "data")
+
+
+class PipelineSettings(dg.ConfigurableResource):
+    """Where data lives and what it is made from; every field maps to a documented env var."""
+
+    data_dir: str  # PIPELINE_DATA_DIR: any fsspec URL
+    catalogue_uri: str = DEMO_CATALOGUE  # CATALOGUE_URI: CSV/Parquet/JSONL URL, hf:<name>, demo
+    model_preset: str = "tiny"  # MODEL_PRESET
+    wandb_mode: str = "offline"  # WANDB_MODE: online only when the user asks for it
+
+    def path(self, *parts: str) -> str:
+        """A path under the data dir, as a string any fsspec filesystem understands."""
+        return "/".join([self.data_dir.rstrip("/"), *parts])
+
+    @property
+    def is_demo(self) -> bool:
+        return self.catalogue_uri.strip().lower() == DEMO_CATALOGUE
+
+
+class DownloadSettings(dg.ConfigurableResource):
+    """Knobs of the image downloader (curation.download.DownloadPolicy)."""
+
+    # Downloads wait on the network, not the CPU: many more threads than cores pays off.
+    workers: int = 16
+    connect_timeout_s: float = 5.0
+    read_timeout_s: float = 10.0
+    # A hard wall per URL, so a server that drips a byte a second cannot hold a worker.
+    deadline_s: float = 30.0
+    max_attempts: int = 4
+    max_bytes: int = 20 * 1024 * 1024
+    max_pixels: int = 40_000_000
+    # PIPELINE_ALLOW_PRIVATE_HOSTS=1 lets URLs reach loopback/private hosts (intranet, tests).
+    allow_private_hosts: bool = False
+    # Extra schemes beyond http/https; local files are allowed for a local or demo catalogue.
+    extra_schemes: str = ""
+
+
+def pipeline_settings_from_env() -> PipelineSettings:
+    return PipelineSettings(
+        data_dir=default_data_dir(),
+        catalogue_uri=os.environ.get("CATALOGUE_URI") or DEMO_CATALOGUE,
+        model_preset=os.environ.get("MODEL_PRESET") or "tiny",
+        wandb_mode=os.environ.get("WANDB_MODE") or "offline",
+    )
+
+
+def download_settings_from_env() -> DownloadSettings:
+    return DownloadSettings(
+        workers=int(os.environ.get("PIPELINE_DOWNLOAD_WORKERS", "16")),
+        allow_private_hosts=os.environ.get("PIPELINE_ALLOW_PRIVATE_HOSTS", "0") == "1",
+        extra_schemes=os.environ.get("PIPELINE_EXTRA_URL_SCHEMES", ""),
+    )
+
+
+def parquet_io_manager(data_dir: str) -> PolarsParquetIOManager:
+    """Table assets land at {data_dir}/{asset_key}.parquet (the path other tools read)."""
+    return PolarsParquetIOManager(base_dir=data_dir)
