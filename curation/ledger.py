@@ -1,0 +1,134 @@
+"""The curation ledger: exactly one outcome per raw row, with the reason, nothing dropped.
+
+Precedence (first match wins): invalid > download_failed > bad_image (incl. placeholder) >
+duplicate > curated. A placeholder beats duplicate because the image is not the product at all,
+so no copy of it should train; a duplicate's `duplicate_of` is the canonical row's row_id.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+from schemas.tables import (
+    CURATED_PRODUCTS_SCHEMA,
+    CURATION_LEDGER_SCHEMA,
+    IMAGE_STATUS_BAD_IMAGE,
+    IMAGE_STATUS_DOWNLOAD_FAILED,
+    IMAGE_STATUS_OK,
+    OUTCOME_BAD_IMAGE,
+    OUTCOME_CURATED,
+    OUTCOME_DOWNLOAD_FAILED,
+    OUTCOME_DUPLICATE,
+    OUTCOME_INVALID,
+)
+
+NO_IMAGE_RESULT = "missing_result: no download result for this row"
+
+
+def _rejection_reasons(rejected: pl.DataFrame) -> pl.DataFrame:
+    """One line per rejected row: every failed field, in a stable order."""
+    return (
+        rejected.sort("row_index", "field", "reason")
+        .with_columns((pl.col("field") + ": " + pl.col("reason")).alias("problem"))
+        .group_by("row_id", maintain_order=True)
+        .agg(pl.col("problem").str.join("; ").alias("invalid_reason"))
+    )
+
+
+def _cluster_columns(clusters: pl.DataFrame) -> pl.DataFrame:
+    return clusters.select(
+        "row_id",
+        "cluster_id",
+        "cluster_size",
+        "canonical_row_id",
+        "is_canonical",
+        "match_kind",
+        "hamming_to_canonical",
+        "is_placeholder",
+    )
+
+
+def build_curation_ledger(
+    raw: pl.DataFrame,
+    rejected: pl.DataFrame,
+    images: pl.DataFrame,
+    clusters: pl.DataFrame,
+) -> pl.DataFrame:
+    """raw_catalogue + rejected_rows + product_images + duplicate_clusters -> ledger."""
+    joined = (
+        raw.select("row_index", "row_id")
+        .join(_rejection_reasons(rejected), on="row_id", how="left")
+        .join(images.select("row_id", "status", "reason"), on="row_id", how="left")
+        .join(_cluster_columns(clusters), on="row_id", how="left")
+    )
+    invalid = pl.col("invalid_reason").is_not_null()
+    failed = pl.col("status") == IMAGE_STATUS_DOWNLOAD_FAILED
+    bad = pl.col("status") == IMAGE_STATUS_BAD_IMAGE
+    placeholder = pl.col("is_placeholder").fill_null(False)
+    duplicate = pl.col("is_canonical").not_().fill_null(False)
+    # A validated row with no download result, or an ok image missing from the clusters, is a
+    # bug upstream; it is recorded loudly, never silently curated or dropped.
+    unexplained = pl.col("status").is_null() | (
+        (pl.col("status") == IMAGE_STATUS_OK) & pl.col("cluster_id").is_null()
+    )
+    outcome = (
+        pl.when(invalid).then(pl.lit(OUTCOME_INVALID))
+        .when(failed | unexplained).then(pl.lit(OUTCOME_DOWNLOAD_FAILED))
+        .when(bad | placeholder).then(pl.lit(OUTCOME_BAD_IMAGE))
+        .when(duplicate).then(pl.lit(OUTCOME_DUPLICATE))
+        .otherwise(pl.lit(OUTCOME_CURATED))
+    )  # fmt: skip
+    reason = (
+        pl.when(invalid).then(pl.col("invalid_reason"))
+        .when(failed | bad).then(pl.col("reason"))
+        .when(unexplained).then(pl.lit(NO_IMAGE_RESULT))
+        .when(placeholder).then(
+            pl.format("placeholder: one image shared by {} unrelated rows", pl.col("cluster_size"))
+        )
+        .when(duplicate).then(
+            pl.format("duplicate: {} (phash distance {})", pl.col("match_kind"),
+                      pl.col("hamming_to_canonical"))
+        )
+        .otherwise(pl.lit(None, dtype=pl.String))
+    )  # fmt: skip
+    return (
+        joined.with_columns(outcome.alias("outcome"), reason.alias("reason_out"))
+        .with_columns(
+            pl.when(pl.col("outcome") == OUTCOME_DUPLICATE)
+            .then(pl.col("canonical_row_id"))
+            .otherwise(pl.lit(None, dtype=pl.String))
+            .alias("duplicate_of")
+        )
+        .select(
+            "row_index", "row_id", "outcome", pl.col("reason_out").alias("reason"), "duplicate_of"
+        )
+        .sort("row_index")
+        .cast(CURATION_LEDGER_SCHEMA)  # type: ignore[arg-type]
+    )
+
+
+def select_curated_products(
+    ledger: pl.DataFrame,
+    validated: pl.DataFrame,
+    images: pl.DataFrame,
+    clusters: pl.DataFrame,
+) -> pl.DataFrame:
+    """Validated rows whose ledger outcome is `curated`, with their stored image."""
+    curated_ids = ledger.filter(pl.col("outcome") == OUTCOME_CURATED).select("row_id")
+    return (
+        validated.join(curated_ids, on="row_id", how="semi")
+        .join(
+            images.select(
+                "row_id", "sha256", pl.col("path").alias("image_path"), "width", "height"
+            ),
+            on="row_id",
+            how="left",
+        )
+        .join(clusters.select("row_id", "cluster_id"), on="row_id", how="left")
+        .sort("row_index")
+        .select(list(CURATED_PRODUCTS_SCHEMA))
+    )
+
+
+def ledger_counts(ledger: pl.DataFrame) -> dict[str, int]:
+    return dict(ledger.group_by("outcome").len().sort("outcome").rows())
