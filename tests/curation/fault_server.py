@@ -1,0 +1,307 @@
+"""A misbehaving image server on 127.0.0.1 for downloader tests (stdlib only, no network).
+
+Each route reproduces one fault a real catalogue's image hosts show. Every slow route waits on
+the server's stop event, so teardown ends its threads at once; all loops are bounded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import io
+import ssl
+import struct
+import threading
+import zlib
+from collections import Counter
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+
+from PIL import Image
+
+SLOW_DELAY_S = 0.5  # /slow.jpg: per-request latency for the concurrency test
+DRIP_INTERVAL_S = 0.5  # /drip: one byte every this many seconds
+HANG_MAX_S = 30.0  # /hang: upper bound even if nobody stops the server
+OVERSIZE_BYTES = 1024 * 1024  # /oversize and /lying-length bodies
+GZIP_BOMB_DECODED_BYTES = 64 * 1024 * 1024  # /gzip-bomb inflates to this
+BOMB_SIDE = 20_000  # /bomb.png is BOMB_SIDE x BOMB_SIDE pixels (400 MP)
+
+
+@functools.cache
+def jpeg_bytes() -> bytes:
+    """A noisy JPEG, so cutting it in half really loses scan data."""
+    img = Image.effect_noise((128, 96), 64).convert("RGB")
+    buffer = io.BytesIO()
+    img.save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
+@functools.cache
+def png_bytes() -> bytes:
+    buffer = io.BytesIO()
+    Image.linear_gradient("L").resize((64, 48)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@functools.cache
+def bmp_bytes() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8), "red").save(buffer, format="BMP")
+    return buffer.getvalue()
+
+
+def _png_chunk(kind: bytes, payload: bytes) -> bytes:
+    crc = zlib.crc32(kind + payload) & 0xFFFFFFFF
+    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", crc)
+
+
+@functools.cache
+def bomb_png_bytes(side: int = BOMB_SIDE) -> bytes:
+    """A valid 1-bit all-black PNG whose header claims side*side pixels; tens of KB on disk."""
+    row = b"\x00" * (1 + (side + 7) // 8)  # filter byte + packed bits
+    compressor = zlib.compressobj(9)
+    body = b"".join(compressor.compress(row) for _ in range(side)) + compressor.flush()
+    header = struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", header)
+        + _png_chunk(b"IDAT", body)
+        + _png_chunk(b"IEND", b"")
+    )
+
+
+@functools.cache
+def gzip_bomb_bytes() -> bytes:
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    block = b"\x00" * (1024 * 1024)
+    parts = [compressor.compress(block) for _ in range(GZIP_BOMB_DECODED_BYTES // len(block))]
+    return b"".join(parts) + compressor.flush()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib name
+        pass  # keep test output clean
+
+    def do_GET(self) -> None:  # noqa: N802 - stdlib name
+        fault = self.server.fault
+        path = self.path.split("?", 1)[0]
+        hits = fault.record(self.path, self.headers.get("Host", ""))
+        route = ROUTES.get(path)
+        if route is None and path.startswith("/status/"):
+            self._send(int(path.rsplit("/", 1)[1]), b"status page", "text/plain")
+        elif route is None and path.startswith("/chain/"):
+            left = int(path.rsplit("/", 1)[1])
+            self._redirect(f"/chain/{left - 1}" if left > 0 else "/ok.jpg")
+        elif route is None:
+            self._send(404, b"no such route", "text/plain")
+        else:
+            # The client hanging up early is what several tests check, not a server error.
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                route(self, hits)
+
+    def _send(
+        self,
+        status: int,
+        body: bytes,
+        content_type: str = "image/jpeg",
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _redirect(self, location: str) -> None:
+        self._send(302, b"", "text/plain", {"Location": location})
+
+
+def _ok_jpeg(h: _Handler, hits: int) -> None:
+    h._send(200, jpeg_bytes())
+
+
+def _ok_png(h: _Handler, hits: int) -> None:
+    h._send(200, png_bytes(), "image/png")
+
+
+def _flaky_500(h: _Handler, hits: int) -> None:
+    h._send(500, b"oops", "text/plain") if hits == 1 else _ok_jpeg(h, hits)
+
+
+def _always_500(h: _Handler, hits: int) -> None:
+    h._send(500, b"oops", "text/plain")
+
+
+def _retry_after(h: _Handler, hits: int) -> None:
+    if hits == 1:
+        h._send(429, b"slow down", "text/plain", {"Retry-After": "1"})
+    else:
+        _ok_jpeg(h, hits)
+
+
+def _retry_after_long(h: _Handler, hits: int) -> None:
+    h._send(429, b"slow down", "text/plain", {"Retry-After": "60"})
+
+
+def _slow(h: _Handler, hits: int) -> None:
+    h.server.fault.stop.wait(SLOW_DELAY_S)
+    _ok_jpeg(h, hits)
+
+
+def _drip(h: _Handler, hits: int) -> None:
+    h.send_response(200)
+    h.send_header("Content-Type", "image/jpeg")
+    h.send_header("Content-Length", "100000")
+    h.end_headers()
+    for _ in range(int(HANG_MAX_S / DRIP_INTERVAL_S)):
+        h.wfile.write(b"\xff")
+        h.wfile.flush()
+        if h.server.fault.stop.wait(DRIP_INTERVAL_S):
+            return
+
+
+def _hang(h: _Handler, hits: int) -> None:
+    h.server.fault.stop.wait(HANG_MAX_S)
+
+
+def _truncated(h: _Handler, hits: int) -> None:
+    data = jpeg_bytes()
+    h._send(200, data[: len(data) // 2])
+
+
+def _html_as_jpeg(h: _Handler, hits: int) -> None:
+    h._send(200, b"<!DOCTYPE html><html><body>Not found</body></html>", "image/jpeg")
+
+
+def _bmp(h: _Handler, hits: int) -> None:
+    h._send(200, bmp_bytes(), "image/bmp")
+
+
+def _bomb(h: _Handler, hits: int) -> None:
+    h._send(200, bomb_png_bytes(), "image/png")
+
+
+def _oversize(h: _Handler, hits: int) -> None:
+    # HTTP/1.0 with no Content-Length: the body runs until the connection closes.
+    h.send_response(200)
+    h.send_header("Content-Type", "image/jpeg")
+    h.end_headers()
+    h.wfile.write(jpeg_bytes()[:4] + b"\x00" * OVERSIZE_BYTES)
+
+
+def _lying_length(h: _Handler, hits: int) -> None:
+    h.send_response(200)
+    h.send_header("Content-Type", "image/jpeg")
+    h.send_header("Content-Length", "100")
+    h.end_headers()
+    h.wfile.write(jpeg_bytes()[:100] + b"\x00" * OVERSIZE_BYTES)
+
+
+def _huge_length(h: _Handler, hits: int) -> None:
+    h.send_response(200)
+    h.send_header("Content-Type", "image/jpeg")
+    h.send_header("Content-Length", str(10 * 1024**4))
+    h.end_headers()
+    h.wfile.write(jpeg_bytes()[:10])
+
+
+def _gzip_bomb(h: _Handler, hits: int) -> None:
+    h._send(200, gzip_bomb_bytes(), "image/jpeg", {"Content-Encoding": "gzip"})
+
+
+def _loop(h: _Handler, hits: int) -> None:
+    h._redirect("/loop")
+
+
+def _redirect_to(location: str) -> Callable[[_Handler, int], None]:
+    return lambda h, hits: h._redirect(location)
+
+
+ROUTES: dict[str, Callable[[_Handler, int], None]] = {
+    "/ok.jpg": _ok_jpeg,
+    "/ok.png": _ok_png,
+    "/flaky-500": _flaky_500,
+    "/always-500": _always_500,
+    "/retry-after": _retry_after,
+    "/retry-after-long": _retry_after_long,
+    "/slow.jpg": _slow,
+    "/drip": _drip,
+    "/hang": _hang,
+    "/truncated.jpg": _truncated,
+    "/html-as-jpeg": _html_as_jpeg,
+    "/image.bmp": _bmp,
+    "/bomb.png": _bomb,
+    "/oversize": _oversize,
+    "/lying-length": _lying_length,
+    "/huge-length": _huge_length,
+    "/gzip-bomb": _gzip_bomb,
+    "/loop": _loop,
+    "/redirect-ok": _redirect_to("/ok.jpg"),
+    "/redirect-metadata": _redirect_to("http://169.254.169.254/latest/meta-data/"),
+    "/redirect-private": _redirect_to("http://10.0.0.1/image.jpg"),
+    "/redirect-file": _redirect_to("file:///etc/passwd"),
+}
+
+
+class FaultState:
+    """What the server saw: hits per full path (query included) and the Host headers."""
+
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+        self._lock = threading.Lock()
+        self.hits: Counter[str] = Counter()
+        self.requests: list[tuple[str, str]] = []
+
+    def record(self, path: str, host: str) -> int:
+        with self._lock:
+            self.hits[path] += 1
+            self.requests.append((path, host))
+            return self.hits[path]
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    fault: FaultState
+
+
+class FaultServer:
+    """`with FaultServer() as server: server.url("/drip")` — a fresh server per test.
+
+    With `tls` (a server-side SSLContext) it speaks https on the same routes.
+    """
+
+    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
+        self.state = FaultState()
+        self._httpd = _Server(("127.0.0.1", 0), _Handler)
+        self._httpd.fault = self.state
+        if tls is not None:
+            self._httpd.socket = tls.wrap_socket(self._httpd.socket, server_side=True)
+        self.scheme = "https" if tls is not None else "http"
+        self.port = int(self._httpd.server_address[1])
+        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,), daemon=True)
+
+    def url(self, path: str) -> str:
+        return f"{self.scheme}://127.0.0.1:{self.port}{path}"
+
+    def hits(self, path: str) -> int:
+        return self.state.hits[path]
+
+    def __enter__(self) -> FaultServer:
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.state.stop.set()  # releases /hang, /drip and /slow.jpg handlers
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join(timeout=5)

@@ -1,0 +1,539 @@
+"""The downloader against a local fault server: one test per way a real image host misbehaves.
+
+Deadlines are ~2 s here, so every fault must resolve in a bounded time; the per-test timeout
+mark turns a hung worker into a failure instead of a stuck suite.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import shutil
+import socket
+import ssl
+import subprocess
+import time
+import tracemalloc
+import uuid
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import fsspec
+import polars as pl
+import pytest
+import urllib3.util.connection
+from PIL import Image, ImageFile
+
+from curation import download, image_store
+from curation.download import (
+    BadImageError,
+    DownloadPolicy,
+    fetch_image,
+    fetch_images,
+    inspect_image_bytes,
+)
+from schemas.tables import (
+    IMAGE_FETCH_SCHEMA,
+    IMAGE_STATUS_BAD_IMAGE,
+    IMAGE_STATUS_DOWNLOAD_FAILED,
+    IMAGE_STATUS_OK,
+)
+from tests.curation.fault_server import SLOW_DELAY_S, FaultServer, jpeg_bytes, png_bytes
+
+pytestmark = pytest.mark.timeout(30)
+
+# Only the fault server's own address is reachable; 10/8, 169.254/16 & co stay blocked.
+FAST = DownloadPolicy(
+    connect_timeout_s=1.0,
+    read_timeout_s=1.0,
+    deadline_s=2.0,
+    max_attempts=3,
+    backoff_base_s=0.01,
+    backoff_max_s=0.05,
+    max_bytes=256 * 1024,
+    allowed_private_networks=("127.0.0.1/32",),
+)
+
+
+@pytest.fixture
+def server() -> Iterator[FaultServer]:
+    with FaultServer() as running:
+        yield running
+
+
+@pytest.fixture
+def dialled(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every host urllib3 opens a socket to: proves refused targets were never contacted."""
+    hosts: list[str] = []
+    real = urllib3.util.connection.create_connection
+
+    def spy(address: tuple[str, int], *args: object, **kwargs: object) -> socket.socket:
+        hosts.append(address[0])
+        return real(address, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(urllib3.util.connection, "create_connection", spy)
+    return hosts
+
+
+def fetch(url: str, root: Path | str, policy: DownloadPolicy = FAST) -> download.ImageFetchResult:
+    started = time.monotonic()
+    result = fetch_image(url, str(root), policy)
+    # Whatever the fault, a worker is released within the deadline (plus scheduling slack).
+    assert time.monotonic() - started < policy.deadline_s + 1.5
+    return result
+
+
+def assert_failed(result: download.ImageFetchResult, status: str, code: str) -> None:
+    assert (result.status, result.reason_code) == (status, code), result.reason
+    assert result.sha256 is None and result.path is None
+
+
+def stored_files(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.is_file())
+
+
+# --------------------------------------------------------------------------- success
+
+
+def test_ok_jpeg_is_stored_content_addressed(server: FaultServer, tmp_path: Path) -> None:
+    result = fetch(server.url("/ok.jpg"), tmp_path)
+    digest = hashlib.sha256(jpeg_bytes()).hexdigest()
+    assert result.status == IMAGE_STATUS_OK and result.reason is None
+    assert (result.format, result.width, result.height) == ("jpeg", 128, 96)
+    assert (result.sha256, result.bytes, result.attempts) == (digest, len(jpeg_bytes()), 1)
+    assert result.path == f"{tmp_path}/images/{digest[:2]}/{digest}.jpg"
+    assert Path(result.path).read_bytes() == jpeg_bytes()
+
+
+def test_ok_png_gets_png_extension(server: FaultServer, tmp_path: Path) -> None:
+    result = fetch(server.url("/ok.png"), tmp_path)
+    assert (result.status, result.format, result.width, result.height) == ("ok", "png", 64, 48)
+    assert result.path is not None and result.path.endswith(".png")
+
+
+def test_vetted_ip_is_dialled_with_original_host_header(
+    server: FaultServer, tmp_path: Path, fake_dns: None, dialled: list[str]
+) -> None:
+    result = fetch(f"http://images.example.test:{server.port}/ok.jpg", tmp_path)
+    assert result.status == IMAGE_STATUS_OK
+    assert dialled == ["127.0.0.1"]
+    assert server.state.requests == [("/ok.jpg", f"images.example.test:{server.port}")]
+
+
+@pytest.fixture
+def fake_dns(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Names under example.test resolve to the fault server's 127.0.0.1."""
+    real = socket.getaddrinfo
+
+    def resolve(host: str, *args: object, **kwargs: object) -> list:
+        return real("127.0.0.1" if host.endswith(".example.test") else host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolve)
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl CLI")
+def test_https_dials_vetted_ip_but_verifies_the_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_dns: None, dialled: list[str]
+) -> None:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
+        + ["-keyout", str(key), "-out", str(cert), "-subj", "/CN=images.example.test"]
+        + ["-addext", "subjectAltName=DNS:images.example.test"],
+        check=True,
+        capture_output=True,
+    )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    with FaultServer(tls=context) as tls_server:
+        path = f":{tls_server.port}/ok.jpg"
+        untrusted = fetch(f"https://images.example.test{path}", tmp_path / "a")
+        monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # trust our self-signed CA from now on
+        trusted = fetch(f"https://images.example.test{path}", tmp_path / "b")
+        wrong_name = fetch(f"https://other.example.test{path}", tmp_path / "c")
+    assert untrusted.reason_code == "tls" and untrusted.attempts == 1
+    assert trusted.status == IMAGE_STATUS_OK
+    assert wrong_name.reason_code == "tls" and "other.example.test" in (wrong_name.reason or "")
+    assert set(dialled) == {"127.0.0.1"}
+
+
+def test_relative_redirect_is_followed(server: FaultServer, tmp_path: Path) -> None:
+    assert fetch(server.url("/redirect-ok"), tmp_path).status == IMAGE_STATUS_OK
+
+
+# --------------------------------------------------------------------------- HTTP status
+
+
+@pytest.mark.parametrize("status", [404, 403, 410])
+def test_client_errors_are_not_retried(server: FaultServer, tmp_path: Path, status: int) -> None:
+    result = fetch(server.url(f"/status/{status}"), tmp_path)
+    assert_failed(result, IMAGE_STATUS_DOWNLOAD_FAILED, "http_status")
+    assert result.reason == f"http_status: {status}"
+    assert result.attempts == 1 and server.hits(f"/status/{status}") == 1
+
+
+def test_500_then_200_is_retried(server: FaultServer, tmp_path: Path) -> None:
+    result = fetch(server.url("/flaky-500"), tmp_path)
+    assert (result.status, result.attempts) == (IMAGE_STATUS_OK, 2)
+
+
+def test_persistent_500_gives_up_after_max_attempts(server: FaultServer, tmp_path: Path) -> None:
+    result = fetch(server.url("/always-500"), tmp_path)
+    assert_failed(result, IMAGE_STATUS_DOWNLOAD_FAILED, "http_status")
+    assert result.attempts == FAST.max_attempts == server.hits("/always-500")
+
+
+def test_429_honours_retry_after(server: FaultServer, tmp_path: Path) -> None:
+    policy = replace(FAST, deadline_s=4.0)
+    result = fetch(server.url("/retry-after"), tmp_path, policy)
+    assert (result.status, result.attempts) == (IMAGE_STATUS_OK, 2)
+    assert result.elapsed_s >= 0.9  # waited the server's 1 s, not the 0.05 s backoff
+
+
+def test_retry_after_beyond_deadline_fails_fast(server: FaultServer, tmp_path: Path) -> None:
+    result = fetch(server.url("/retry-after-long"), tmp_path)
+    assert_failed(result, IMAGE_STATUS_DOWNLOAD_FAILED, "http_status")
+    assert result.reason == "http_status: 429" and result.elapsed_s < 1.0
+
+
+# --------------------------------------------------------------------------- time
+
+
+def test_slow_drip_is_cut_at_the_deadline(server: FaultServer, tmp_path: Path) -> None:
+    policy = replace(FAST, deadline_s=1.5)
+    result = fetch(server.url("/drip"), tmp_path, policy)
+    assert_failed(result, IMAGE_STATUS_DOWNLOAD_FAILED, "deadline")
+    assert 1.4 <= result.elapsed_s < 2.5
+
+
+def test_hanging_server_times_out_and_is_retried(server: FaultServer, tmp_path: Path) -> None:
+    policy = replace(FAST, read_timeout_s=0.3, deadline_s=5.0, max_attempts=2)
+    result = fetch(server.url("/hang"), tmp_path, policy)
+    assert_failed(result, IMAGE_STATUS_DOWNLOAD_FAILED, "timeout")
+    assert result.reason == "timeout: read" and result.attempts == 2
+    assert result.elapsed_s < 2.0
+
+
+def test_hang_longer_than_deadline_reports_deadline(server: FaultServer, tmp_path: Path) -> None:
+    policy = replace(FAST, read_timeout_s=10.0, deadline_s=1.0)
+    result = fetch(server.url("/hang"), tmp_path, policy)
+    assert_failed(result, IMAGE_STATUS_DOWNLOAD_FAILED, "deadline")
+    assert result.elapsed_s < 1.8
+
+
+def test_connection_refused_is_retried_then_reported(tmp_path: Path) -> None:
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    result = fetch(f"http://127.0.0.1:{port}/x.jpg", tmp_path)
+    assert_failed(result, IMAGE_STATUS_DOWNLOAD_FAILED, "connection")
+    assert result.attempts == FAST.max_attempts
+
+
+# --------------------------------------------------------------------------- size
+
+
+def test_body_without_length_is_capped(server: FaultServer, tmp_path: Path) -> None:
+    result = fetch(server.url("/oversize"), tmp_path)
+    assert_failed(result, IMAGE_STATUS_DOWNLOAD_FAILED, "too_large")
+    assert result.attempts == 1
+
+
+def test_huge_declared_length_is_refused_before_reading(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    result = fetch(server.url("/huge-length"), tmp_path)
+    assert_failed(result, IMAGE_STATUS_DOWNLOAD_FAILED, "too_large")
+    assert "content-length" in (result.reason or "") and result.elapsed_s < 0.5
+
+
+def test_lying_small_length_reads_only_what_was_declared(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    result = fetch(server.url("/lying-length"), tmp_path)
+    assert result.status == IMAGE_STATUS_BAD_IMAGE and result.bytes == 100
+    assert stored_files(tmp_path) == []
+
+
+def test_gzip_bomb_is_capped_without_inflating(server: FaultServer, tmp_path: Path) -> None:
+    fetch(server.url("/ok.jpg"), tmp_path / "warmup")  # imports/caches outside the measurement
+    tracemalloc.start()
+    try:
+        result = fetch(server.url("/gzip-bomb"), tmp_path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert_failed(result, IMAGE_STATUS_DOWNLOAD_FAILED, "too_large")
+    assert peak < 8 * FAST.max_bytes  # the 64 MiB payload was never materialised
+
+
+# --------------------------------------------------------------------------- bytes
+
+
+def test_truncated_jpeg_is_bad_image(server: FaultServer, tmp_path: Path) -> None:
+    result = fetch(server.url("/truncated.jpg"), tmp_path)
+    assert_failed(result, IMAGE_STATUS_BAD_IMAGE, "truncated")
+    assert result.bytes == len(jpeg_bytes()) // 2 and stored_files(tmp_path) == []
+
+
+def test_html_served_as_jpeg_is_not_an_image(server: FaultServer, tmp_path: Path) -> None:
+    result = fetch(server.url("/html-as-jpeg"), tmp_path)
+    assert_failed(result, IMAGE_STATUS_BAD_IMAGE, "not_image")
+    assert result.reason == "not_image: html"
+
+
+def test_bmp_is_outside_the_allow_list(server: FaultServer, tmp_path: Path) -> None:
+    result = fetch(server.url("/image.bmp"), tmp_path)
+    assert_failed(result, IMAGE_STATUS_BAD_IMAGE, "format")
+    assert result.reason == "format: BMP not allowed"
+
+
+def test_decompression_bomb_png_is_refused(server: FaultServer, tmp_path: Path) -> None:
+    result = fetch(server.url("/bomb.png"), tmp_path)
+    assert_failed(result, IMAGE_STATUS_BAD_IMAGE, "decompression_bomb")
+    assert "400000000 pixels" in (result.reason or "")
+
+
+def test_pixel_cap_applies_below_pillows_own_limit(server: FaultServer, tmp_path: Path) -> None:
+    result = fetch(server.url("/ok.png"), tmp_path, replace(FAST, max_pixels=1000))
+    assert result.reason == "decompression_bomb: 3072 pixels > cap 1000"
+
+
+def test_inspect_image_bytes_is_reusable() -> None:
+    assert inspect_image_bytes(png_bytes(), 10_000) == ("png", 64, 48)
+    with pytest.raises(BadImageError) as caught:
+        inspect_image_bytes(b"%PDF-1.7 ...", 10_000)
+    assert caught.value.code == "not_image"
+
+
+@pytest.mark.parametrize("pil_format", ["JPEG", "PNG", "GIF", "WEBP"])
+def test_inspect_accepts_allowed_formats_and_catches_truncation(pil_format: str) -> None:
+    buffer = io.BytesIO()
+    Image.effect_noise((40, 30), 50).convert("RGB").save(buffer, format=pil_format)
+    data = buffer.getvalue()
+    assert inspect_image_bytes(data, 10_000) == (pil_format.lower(), 40, 30)
+    with pytest.raises(BadImageError) as caught:
+        inspect_image_bytes(data[: len(data) // 2], 10_000)
+    assert caught.value.code == "truncated"
+
+
+def test_inspect_refuses_to_run_with_truncated_loading_enabled(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)
+    with pytest.raises(RuntimeError):
+        inspect_image_bytes(jpeg_bytes(), 10_000)
+
+
+# --------------------------------------------------------------------------- SSRF and schemes
+
+
+def test_loopback_is_refused_by_default(
+    server: FaultServer, tmp_path: Path, dialled: list[str]
+) -> None:
+    policy = replace(FAST, allowed_private_networks=())
+    for url in (server.url("/ok.jpg"), f"http://localhost:{server.port}/ok.jpg"):
+        result = fetch(url, tmp_path, policy)
+        assert_failed(result, IMAGE_STATUS_DOWNLOAD_FAILED, "ssrf")
+        assert "loopback" in (result.reason or "")
+    assert dialled == [] and server.state.requests == []
+
+
+def test_allow_private_hosts_opens_everything(server: FaultServer, tmp_path: Path) -> None:
+    policy = replace(FAST, allowed_private_networks=(), allow_private_hosts=True)
+    assert fetch(server.url("/ok.jpg"), tmp_path, policy).status == IMAGE_STATUS_OK
+
+
+@pytest.mark.parametrize(
+    ("route", "expected"),
+    [
+        ("/redirect-metadata", "ssrf: 169.254.169.254 is cloud metadata"),
+        ("/redirect-private", "ssrf: 10.0.0.1 is private"),
+    ],
+)
+def test_redirect_targets_are_rechecked(
+    server: FaultServer, tmp_path: Path, dialled: list[str], route: str, expected: str
+) -> None:
+    result = fetch(server.url(route), tmp_path)
+    assert result.reason == expected and result.status == IMAGE_STATUS_DOWNLOAD_FAILED
+    assert set(dialled) == {"127.0.0.1"}  # the forbidden target was never contacted
+
+
+def test_metadata_stays_blocked_even_inside_allowed_networks(tmp_path: Path) -> None:
+    policy = replace(FAST, allowed_private_networks=("169.254.0.0/16",))
+    result = fetch("http://169.254.169.254/latest/meta-data/", tmp_path, policy)
+    assert result.reason == "ssrf: 169.254.169.254 is cloud metadata"
+
+
+def test_any_private_address_in_dns_answer_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dialled: list[str]
+) -> None:
+    def mixed(host: str, port: int, *args: object, **kwargs: object) -> list:
+        addresses = ("93.184.216.34", "10.1.2.3")
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (a, port)) for a in addresses]
+
+    monkeypatch.setattr(socket, "getaddrinfo", mixed)
+    result = fetch("http://rebind.example.test/x.jpg", tmp_path)
+    assert result.reason == "ssrf: 10.1.2.3 is private" and dialled == []
+
+
+def test_redirect_to_file_scheme_is_refused_even_when_file_is_allowed(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    policy = replace(FAST, allowed_schemes=frozenset({"http", "file"}))
+    result = fetch(server.url("/redirect-file"), tmp_path, policy)
+    assert result.reason == "scheme: file not allowed"
+
+
+def test_redirect_loop_stops_at_max_redirects(server: FaultServer, tmp_path: Path) -> None:
+    result = fetch(server.url("/loop"), tmp_path)
+    assert result.reason == f"redirects: too many (> {FAST.max_redirects})"
+    assert result.attempts == 1 and server.hits("/loop") == FAST.max_redirects + 1
+
+
+def test_redirect_chain_at_the_limit_succeeds(server: FaultServer, tmp_path: Path) -> None:
+    policy = replace(FAST, max_redirects=3)
+    assert fetch(server.url("/chain/2"), tmp_path, policy).status == IMAGE_STATUS_OK  # 3 hops
+    assert fetch(server.url("/chain/3"), tmp_path, policy).reason_code == "redirects"
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("ftp://example.com/a.jpg", "scheme: ftp not allowed"),
+        ("file:///etc/hostname", "scheme: file not allowed"),
+        ("/etc/hostname", "scheme: file not allowed"),
+        ("", "bad_url: empty"),
+        (None, "bad_url: empty"),
+        ("http://", "bad_url: no host"),
+    ],
+)
+def test_disallowed_or_malformed_urls_never_raise(
+    tmp_path: Path, url: str | None, reason: str
+) -> None:
+    result = fetch_image(url, str(tmp_path), FAST)
+    assert (result.status, result.reason) == (IMAGE_STATUS_DOWNLOAD_FAILED, reason)
+
+
+def test_garbage_urls_become_results(tmp_path: Path) -> None:
+    for url in ("http://[::1", "http://exa mple.com:99999/x", "https://\x00/"):
+        result = fetch_image(url, str(tmp_path), FAST)
+        assert result.status == IMAGE_STATUS_DOWNLOAD_FAILED and result.reason_code
+
+
+# --------------------------------------------------------------------------- fsspec sources/stores
+
+
+def test_file_url_into_memory_store(tmp_path: Path) -> None:
+    source = tmp_path / "product.jpg"
+    source.write_bytes(jpeg_bytes())
+    root = f"memory://store-{uuid.uuid4().hex}"
+    policy = replace(FAST, allowed_schemes=frozenset({"file"}))
+    result = fetch(source.as_uri(), root, policy)
+    assert result.status == IMAGE_STATUS_OK and result.path is not None
+    assert result.path.startswith(f"{root}/images/")
+    fs = fsspec.filesystem("memory")
+    assert fs.cat_file(result.path) == jpeg_bytes()
+    assert [p for p in fs.find(root) if ".tmp-" in p] == []
+
+
+def test_missing_file_is_not_found_and_not_retried(tmp_path: Path) -> None:
+    policy = replace(FAST, allowed_schemes=frozenset({"file"}))
+    result = fetch((tmp_path / "missing.jpg").as_uri(), tmp_path, policy)
+    assert_failed(result, IMAGE_STATUS_DOWNLOAD_FAILED, "not_found")
+    assert result.attempts == 1
+
+
+def test_memory_source_is_capped(tmp_path: Path) -> None:
+    url = f"memory://src-{uuid.uuid4().hex}/big.jpg"
+    fsspec.filesystem("memory").pipe_file(url, b"\xff\xd8\xff" + b"\x00" * FAST.max_bytes)
+    policy = replace(FAST, allowed_schemes=frozenset({"memory"}))
+    assert fetch(url, tmp_path, policy).reason_code == "too_large"
+
+
+# --------------------------------------------------------------------------- storage
+
+
+def test_same_bytes_are_stored_once(tmp_path: Path) -> None:
+    first = image_store.store_image_bytes(str(tmp_path), jpeg_bytes(), "jpg")
+    mtime = os.stat(first).st_mtime_ns
+    second = image_store.store_image_bytes(str(tmp_path), jpeg_bytes(), "jpg")
+    assert first == second and os.stat(first).st_mtime_ns == mtime  # not rewritten
+    assert stored_files(tmp_path) == [Path(first)]
+    assert image_store.exists(first) and not image_store.exists(first + ".nope")
+
+
+def test_failed_write_leaves_no_temporary_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken_replace(src: str, dst: str) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", broken_replace)
+    with pytest.raises(OSError, match="disk full"):
+        image_store.store_image_bytes(str(tmp_path), png_bytes(), "png")
+    assert stored_files(tmp_path) == []
+
+
+def test_image_path_rejects_non_digests() -> None:
+    with pytest.raises(ValueError):
+        image_store.image_path_for("/data", "../../etc/passwd", "jpg")
+
+
+# --------------------------------------------------------------------------- batch
+
+
+def test_batch_dedupes_keeps_order_and_schema(server: FaultServer, tmp_path: Path) -> None:
+    jpg, png, missing = server.url("/ok.jpg"), server.url("/ok.png"), server.url("/status/404")
+    same_bytes = server.url("/ok.jpg?copy=1")
+    frame, stats = fetch_images([png, jpg, png, missing, same_bytes, jpg], str(tmp_path), FAST)
+    assert frame.schema == pl.Schema(IMAGE_FETCH_SCHEMA)
+    assert frame.get_column("url").to_list() == [png, jpg, missing, same_bytes]
+    assert server.hits("/ok.png") == 1 and server.hits("/ok.jpg") == 1
+    assert (stats.attempted, stats.reused, stats.ok, stats.failed, stats.bad_image) == (
+        4,
+        0,
+        3,
+        1,
+        0,
+    )
+    assert stats.reasons == {"http_status": 1}
+    # Two URLs serving identical bytes share one stored file; no temporaries are left behind.
+    assert frame.item(1, "path") == frame.item(3, "path")
+    assert len(stored_files(tmp_path)) == 2
+    assert not [p for p in stored_files(tmp_path) if p.name.startswith(".tmp-")]
+
+
+def test_second_run_reuses_successes_and_retries_failures(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    urls = [server.url("/ok.jpg"), server.url("/ok.png"), server.url("/status/500")]
+    first, stats1 = fetch_images(urls, str(tmp_path), FAST)
+    assert (stats1.attempted, stats1.reused, stats1.ok) == (3, 0, 2)
+
+    second, stats2 = fetch_images(urls, str(tmp_path), FAST, previous=first)
+    assert (stats2.attempted, stats2.reused, stats2.ok, stats2.failed) == (1, 2, 2, 1)
+    assert server.hits("/ok.jpg") == 1 and server.hits("/status/500") == 2 * FAST.max_attempts
+    assert second.head(2).equals(first.head(2))
+
+    Path(first.item(0, "path")).unlink()  # a lost file is fetched again
+    _, stats3 = fetch_images(urls[:2], str(tmp_path), FAST, previous=second)
+    assert (stats3.attempted, stats3.reused) == (1, 1) and server.hits("/ok.jpg") == 2
+
+
+def test_empty_input_gives_typed_empty_frame(tmp_path: Path) -> None:
+    frame, stats = fetch_images([], str(tmp_path), FAST)
+    assert frame.height == 0 and frame.schema == pl.Schema(IMAGE_FETCH_SCHEMA)
+    assert stats.attempted == 0
+
+
+def test_fetches_run_concurrently(server: FaultServer, tmp_path: Path) -> None:
+    urls = [server.url(f"/slow.jpg?i={i}") for i in range(8)]
+    started = time.monotonic()
+    frame, stats = fetch_images(urls, str(tmp_path), FAST, workers=8)
+    elapsed = time.monotonic() - started
+    assert stats.ok == 8
+    assert elapsed < 2.5  # one after another: 8 x 0.5 s = 4 s
+    assert frame.get_column("elapsed_s").min() >= SLOW_DELAY_S * 0.9
