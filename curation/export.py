@@ -1,0 +1,225 @@
+"""The training dataset as a Hugging Face `DatasetDict`: TRL's VLM chat shape, self-contained.
+
+Validation and test hold real rows only (metrics must describe the catalogue, not our
+augmentations); train adds the synthetic variants. Image bytes are embedded on save, so the
+saved folder keeps loading after the image store moves or is cleaned.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import uuid
+from collections.abc import Mapping, Sequence
+
+import datasets
+import fsspec
+import polars as pl
+from fsspec.implementations.local import LocalFileSystem
+
+from curation.splits import split_counts_table
+from curation.variants import variant_kind_counts
+from schemas.prompt import DEFAULT_QUESTION, format_answer
+from schemas.tables import SPLIT_NAMES
+
+LABEL_COLUMNS: tuple[str, ...] = ("title", "category1_code", "category2_code", "category3_code")
+
+# Content items share one struct type ({type, text}) so Arrow can store user and assistant
+# turns in one column; an image item has text None, as TRL's VLM collators expect.
+_CONTENT = datasets.List({"type": datasets.Value("string"), "text": datasets.Value("string")})
+FEATURES = datasets.Features(
+    {
+        "image": datasets.Image(),
+        "messages": datasets.List({"role": datasets.Value("string"), "content": _CONTENT}),
+        "answer": datasets.Value("string"),
+        "row_id": datasets.Value("string"),
+        # null for real rows (they have no parent); a variant's real train row otherwise.
+        "parent_row_id": datasets.Value("string"),
+        **{c: datasets.Value("string") for c in LABEL_COLUMNS},
+        "full_price": datasets.Value("float64"),
+        "is_synthetic": datasets.Value("bool"),
+    }
+)
+
+
+def chat_messages(question: str, answer: str) -> list[dict]:
+    """One user turn (image, then question) and the assistant's answer, TRL VLM SFT style."""
+    return [
+        {
+            "role": "user",
+            "content": [{"type": "image", "text": None}, {"type": "text", "text": question}],
+        },
+        {"role": "assistant", "content": [{"type": "text", "text": answer}]},
+    ]
+
+
+def _records(frame: pl.DataFrame, id_col: str, parent_col: str | None) -> dict[str, list]:
+    """Column dict for `Dataset.from_dict`; `frame` needs image_path, question and labels."""
+    rows = frame.select(
+        "image_path", "question", id_col, *LABEL_COLUMNS, pl.col("full_price").cast(pl.Float64)
+    ).to_dicts()
+    answers = [format_answer(r["title"], r["category3_code"], r["full_price"]) for r in rows]
+    parents = frame[parent_col].to_list() if parent_col else [None] * len(rows)
+    return {
+        # A path is enough here: save_to_disk embeds the bytes (embed_local_files).
+        "image": [r["image_path"] for r in rows],
+        "messages": [chat_messages(r["question"], a) for r, a in zip(rows, answers, strict=True)],
+        "answer": answers,
+        "row_id": [r[id_col] for r in rows],
+        "parent_row_id": parents,
+        **{c: [r[c] for r in rows] for c in LABEL_COLUMNS},
+        "full_price": [r["full_price"] for r in rows],
+        "is_synthetic": [parent_col is not None] * len(rows),
+    }
+
+
+def build_dataset_dict(splits: pl.DataFrame, variants: pl.DataFrame) -> datasets.DatasetDict:
+    """train = real train rows then variants; validation/test = real rows, in table order."""
+    leaked = set(variants["parent_row_id"].to_list()) - set(
+        splits.filter(pl.col("split") == "train")["row_id"].to_list()
+    )
+    if leaked:
+        raise ValueError(f"{len(leaked)} variants have a parent outside train, e.g. {min(leaked)}")
+    real = splits.with_columns(question=pl.lit(DEFAULT_QUESTION))
+    out: dict[str, datasets.Dataset] = {}
+    for name in SPLIT_NAMES:
+        columns = _records(real.filter(pl.col("split") == name), "row_id", None)
+        if name == "train":
+            synthetic = _records(variants, "variant_id", "parent_row_id")
+            columns = {k: v + synthetic[k] for k, v in columns.items()}
+        out[name] = datasets.Dataset.from_dict(columns, features=FEATURES, split=name)
+    return datasets.DatasetDict(out)
+
+
+def _swap_local(tmp: str, out_dir: str) -> None:
+    # POSIX cannot rename a directory over a non-empty one; the old copy is moved aside first,
+    # so readers see the old or the new dataset and, for one rename's time, none.
+    old = f"{out_dir.rstrip(os.sep)}.old-{uuid.uuid4().hex}"
+    if os.path.exists(out_dir):
+        os.rename(out_dir, old)
+    os.rename(tmp, out_dir)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def save_dataset_dict(dsd: datasets.DatasetDict, out_dir: str, card_markdown: str) -> str:
+    """Write dataset + README.md card to a sibling temp dir, then swap it in; returns out_dir."""
+    fs, path = fsspec.core.url_to_fs(out_dir)
+    path = path.rstrip("/")
+    tmp_path = f"{path}.tmp-{uuid.uuid4().hex}"
+    tmp_url = tmp_path if isinstance(fs, LocalFileSystem) else fs.unstrip_protocol(tmp_path)
+    try:
+        dsd.save_to_disk(tmp_url)
+        with fs.open(f"{tmp_path}/README.md", "w", encoding="utf-8") as handle:
+            handle.write(card_markdown)
+        if isinstance(fs, LocalFileSystem):
+            _swap_local(tmp_path, path)
+        else:
+            # Object stores have no directory rename; mv is copy+delete, done last.
+            if fs.exists(path):
+                fs.rm(path, recursive=True)
+            fs.mv(tmp_path, path, recursive=True)
+    finally:
+        if fs.exists(tmp_path):
+            fs.rm(tmp_path, recursive=True)
+    return out_dir
+
+
+def _md_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    # Catalogue codes are free text: an unescaped "|" would split a cell.
+    lines += ["| " + " | ".join(str(v).replace("|", "\\|") for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _split_section(splits: pl.DataFrame, variants: pl.DataFrame) -> str:
+    real = dict(splits.group_by("split").len().iter_rows())
+    rows = [
+        (name, real.get(name, 0), variants.height if name == "train" else 0) for name in SPLIT_NAMES
+    ]
+    rows = [(n, r, s, r + s) for n, r, s in rows]
+    return _md_table(("split", "real rows", "synthetic rows", "total"), rows)
+
+
+def _category_section(splits: pl.DataFrame, variants: pl.DataFrame) -> str:
+    synthetic = dict(variants.group_by("category3_code").len().iter_rows())
+    table = split_counts_table(splits)
+    rows = [
+        (*row, synthetic.get(row[0], 0))
+        for row in table.select("category3_code", *SPLIT_NAMES, "total").iter_rows()
+    ]
+    return _md_table(("category3_code", *SPLIT_NAMES, "total real", "synthetic (train)"), rows)
+
+
+def dataset_card(
+    splits: pl.DataFrame,
+    variants: pl.DataFrame,
+    upstream_versions: Mapping[str, str],
+    split_rule: str,
+) -> str:
+    """README.md for the saved dataset: what is in it, how it was split, from which data."""
+    kinds = variant_kind_counts(variants)
+    features = "\n".join(f"- `{name}`: {feature!r}" for name, feature in FEATURES.items())
+    versions = sorted(upstream_versions.items())
+    return (
+        "\n\n".join(
+            [
+                "---\ntask_categories:\n- image-text-to-text\ntags:\n- product-catalogue\n"
+                "- synthetic-augmentation\n---",
+                "# Product catalogue VLM dataset",
+                "Each sample is one product photo with a question (real rows ask "
+                f"`{DEFAULT_QUESTION}`); the answer is `Product: <title>, Category: "
+                "<category3_code>, Full Price: <full_price>` (schemas.prompt.format_answer).",
+                "Validation and test contain real catalogue rows only; synthetic variants "
+                "(`is_synthetic`) are derived from train rows and name theirs in `parent_row_id`, "
+                "which is null for real rows.",
+                "## Splits\n\n" + _split_section(splits, variants),
+                "## Categories\n\n" + _category_section(splits, variants),
+                "## Synthetic variants\n\n"
+                + _md_table(("variant_kind", "rows"), list(kinds.items()) or [("(none)", 0)]),
+                "## Split rule\n\n```text\n" + split_rule.strip() + "\n```",
+                "## Upstream data versions\n\n"
+                + _md_table(("asset", "data version"), versions or [("(none)", "")]),
+                "## Features\n\n" + features,
+            ]
+        )
+        + "\n"
+    )
+
+
+def log_dataset_artifact(out_dir: str, name: str, metadata: Mapping[str, object]) -> str | None:
+    """Log the saved dataset as a W&B artifact; returns the run path, or None when W&B is off.
+
+    Offline unless the user set WANDB_MODE, so nothing leaves the machine by default.
+    """
+    mode = os.environ.get("WANDB_MODE", "offline")
+    if mode == "disabled":
+        return None
+    try:
+        import wandb
+    except ImportError:
+        return None
+    safe_name = re.sub(r"[^A-Za-z0-9_.-]", "-", name)
+    project = os.environ.get("WANDB_PROJECT", "catalogue-vlm")
+    with wandb.init(project=project, job_type="dataset", mode=mode, reinit="create_new") as run:
+        artifact = wandb.Artifact(safe_name, type="dataset", metadata=dict(metadata))
+        fs, path = fsspec.core.url_to_fs(out_dir)
+        if isinstance(fs, LocalFileSystem):
+            artifact.add_dir(path)
+        else:
+            artifact.add_reference(out_dir)
+        run.log_artifact(artifact)
+        return f"{run.path}:{safe_name}"
+
+
+def push_to_hub(
+    dsd: datasets.DatasetDict, repo_id: str, token_env: str = "HF_TOKEN", private: bool = True
+) -> str:
+    """Publish to the Hugging Face Hub (opt-in; private unless asked). Returns the commit URL."""
+    token = os.environ.get(token_env)
+    if not token:
+        raise RuntimeError(
+            f"push_to_hub needs a Hugging Face token in ${token_env}; nothing was uploaded"
+        )
+    info = dsd.push_to_hub(repo_id, token=token, private=private)
+    return str(getattr(info, "commit_url", info))
