@@ -1,0 +1,390 @@
+"""Exact and near-duplicate image clusters, placeholder images and label conflicts.
+
+Rows whose images are the same photo (same bytes, or a re-encoded / resized / slightly cropped
+copy) are grouped so that one canonical row goes on to training and duplicates never straddle
+splits. Two things that look like duplicates but are data-quality problems are flagged, not
+merged away: placeholder images shared by unrelated products, and clusters whose rows disagree
+on the label.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Iterator
+from itertools import combinations
+
+import numpy as np
+import polars as pl
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+from schemas.tables import DUPLICATE_CLUSTERS_SCHEMA, IMAGE_HASHES_SCHEMA, empty_frame
+
+# Thresholds chosen on the procedural labelled set in tests/curation/test_dedupe.py: 40 base
+# photos (24 unrelated products, 3 same-shape pairs in two colours, 5 wide photos split into left
+# and right halves), each with 5 edited copies (JPEG q=60, 0.5x and 1.5x resize, 3-5 % crop,
+# +10 % brightness): 240 images, 600 same-source pairs. Cluster-level pairwise precision/recall
+# (phash limit -> dhash limit: P/R):
+#   phash <= 8:  dhash 12: 1.000/0.950   dhash 16: 0.958/0.950
+#   phash <= 10: dhash 10: 1.000/0.958   dhash 12: 1.000/0.967   dhash 14: 1.000/0.967
+#                dhash 16: 0.905/0.967
+#   phash <= 12: dhash 8: 0.940/0.942    dhash 12: 0.845/0.983
+# Re-encodes, resizes and brightness stay within phash 4; only crops reach 10-20. Phash alone
+# at 12 lets same-layout look-alikes in; the dhash limit (edited copies reach 12) removes them.
+# 10/12 sits mid-way in the range with precision 1.0 (dhash 10-14), not on its edge.
+DEFAULT_MAX_PHASH_DISTANCE = 10
+DEFAULT_MAX_DHASH_DISTANCE = 12
+
+# A cluster is a placeholder when fewer than this share of its rows carry the cluster's most
+# common title (or one close to it): a real product photo is reused by colour variants that
+# share a title, a "no image" placeholder by products that share nothing.
+PLACEHOLDER_MAX_RELATED_SHARE = 0.5
+# Titles at least this token-Jaccard-similar to the most common title count as related.
+RELATED_TITLE_JACCARD = 0.5
+
+# Candidate pairs are generated and verified in slices of this many, bounding peak memory
+# (each pair costs ~40 bytes across the temporaries) whatever the bucket sizes are.
+PAIR_CHUNK = 1 << 22
+
+# Cost of one element in one table (key, sort, runs) relative to verifying one candidate pair,
+# measured on 1M random hashes (~60 ns vs ~25 ns); only used to choose the band layout.
+_SORT_COST_PER_ELEMENT = 2.5
+
+_HAS_BITWISE_COUNT = hasattr(np, "bitwise_count")
+_POPCOUNT_LUT = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
+
+
+def popcount64(x: np.ndarray) -> np.ndarray:
+    """Set bits of each uint64 (the Hamming distance when x is an XOR of two hashes)."""
+    x = np.ascontiguousarray(x, dtype=np.uint64)
+    if _HAS_BITWISE_COUNT:
+        return np.bitwise_count(x).astype(np.int64)
+    return _POPCOUNT_LUT[x.view(np.uint8).reshape(-1, 8)].sum(axis=1, dtype=np.int64)
+
+
+def _band_layout(n: int, max_distance: int) -> tuple[int, int]:
+    """(bands m, bands that must match r) minimising estimated sorts + false candidates.
+
+    Split 64 bits into m bands. Two hashes within distance d differ in at most d bands, so at
+    least r = m - d bands agree exactly (pigeonhole). Keying a table on each r-subset of bands
+    finds every such pair. m = d + 1 (the textbook multi-index hashing) gives few tables but
+    short keys, so random hashes collide in huge buckets; larger m gives longer keys (fewer
+    false candidates) but C(m, r) tables to sort. The cheapest m depends on n and d.
+    """
+    all_pairs = n * (n - 1) / 2
+    best: tuple[float, int, int] | None = None
+    for m in range(max_distance + 1, 65):
+        r = m - max_distance
+        tables = math.comb(m, r)
+        if tables > 5000:
+            break
+        key_bits = r * 64 / m
+        cost = tables * (n * _SORT_COST_PER_ELEMENT + all_pairs / 2.0**key_bits)
+        if best is None or cost < best[0]:
+            best = (cost, m, r)
+    assert best is not None
+    return best[1], best[2]
+
+
+def _bands(hashes: np.ndarray, m: int) -> tuple[np.ndarray, list[int]]:
+    """(m, n) band values and each band's width; widths differ by at most one bit."""
+    widths = [64 // m + (1 if k < 64 % m else 0) for k in range(m)]
+    out = np.empty((m, hashes.size), dtype=np.uint64)
+    shift = 0
+    for k, w in enumerate(widths):
+        out[k] = (hashes >> np.uint64(shift)) & np.uint64((1 << w) - 1)
+        shift += w
+    return out, widths
+
+
+def _pairs_within_runs(
+    order: np.ndarray, run_starts: np.ndarray, run_sizes: np.ndarray
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Every pair (order[a], order[b]), a < b, inside each run of `order`; yielded in slices.
+
+    Runs of two (the bulk, for well-chosen keys) give their one pair directly. In longer runs
+    the element at position p of a run of size s pairs with the s - 1 - p elements after it,
+    so the pair list is built with repeat/cumsum instead of a Python loop over runs.
+    """
+    twos = run_starts[run_sizes == 2]
+    if twos.size:
+        yield order[twos], order[twos + 1]
+    keep = run_sizes > 2
+    run_starts, run_sizes = run_starts[keep], run_sizes[keep]
+    if run_sizes.size == 0:
+        return
+    pos = np.repeat(run_starts, run_sizes) + _ranges(run_sizes)
+    partners = np.repeat(run_starts + run_sizes, run_sizes) - pos - 1
+    ends = np.cumsum(partners)
+    lo = 0
+    while lo < pos.size:
+        hi = int(np.searchsorted(ends, (ends[lo - 1] if lo else 0) + PAIR_CHUNK, "right"))
+        hi = max(hi, lo + 1)
+        counts = partners[lo:hi]
+        left = np.repeat(pos[lo:hi], counts)
+        right = left + 1 + _ranges(counts)
+        yield order[left], order[right]
+        lo = hi
+
+
+def _ranges(sizes: np.ndarray) -> np.ndarray:
+    """Concatenation of arange(s) for each s in sizes."""
+    total = int(sizes.sum())
+    starts = np.repeat(np.cumsum(sizes) - sizes, sizes)
+    return np.arange(total, dtype=np.int64) - starts
+
+
+def _runs(sorted_keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Start and length of each run of equal values in a sorted array."""
+    if sorted_keys.size == 0:
+        return np.empty(0, np.int64), np.empty(0, np.int64)
+    change = np.flatnonzero(sorted_keys[1:] != sorted_keys[:-1]) + 1
+    starts = np.concatenate(([0], change)).astype(np.int64)
+    sizes = np.diff(np.concatenate((starts, [sorted_keys.size])))
+    return starts, sizes
+
+
+def _table_candidates(
+    bands: np.ndarray, widths: list[int], combo: tuple[int, ...]
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    key = np.zeros(bands.shape[1], dtype=np.uint64)
+    for k in combo:
+        key = (key << np.uint64(widths[k])) | bands[k]
+    key_bits = sum(widths[k] for k in combo)
+    idx_bits = max(1, int(bands.shape[1] - 1).bit_length())
+    if key_bits + idx_bits <= 64:
+        # Pack the index under the key and sort plain integers: several times faster than
+        # argsort, and the sort stays stable-equivalent because indices are unique.
+        packed = np.sort((key << np.uint64(idx_bits)) | np.arange(key.size, dtype=np.uint64))
+        order = (packed & np.uint64((1 << idx_bits) - 1)).view(np.int64)
+        sorted_keys = packed >> np.uint64(idx_bits)
+    else:
+        order = np.argsort(key, kind="stable")
+        sorted_keys = key[order]
+    yield from _pairs_within_runs(order, *_runs(sorted_keys))
+
+
+def _distinct_pairs(uniq: np.ndarray, max_distance: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs (i < j) of distinct hashes within max_distance, via multi-index hashing."""
+    found_i: list[np.ndarray] = []
+    found_j: list[np.ndarray] = []
+    if uniq.size >= 2 and max_distance >= 1:
+        m, r = _band_layout(uniq.size, min(max_distance, 63))
+        bands, widths = _bands(uniq, m)
+        for combo in combinations(range(m), r):
+            for a, b in _table_candidates(bands, widths, combo):
+                ok = popcount64(uniq[a] ^ uniq[b]) <= max_distance
+                found_i.append(np.minimum(a[ok], b[ok]))
+                found_j.append(np.maximum(a[ok], b[ok]))
+    if not found_i:
+        return np.empty((0, 2), np.int64), np.empty(0, np.int64)
+    # A pair agreeing on several band subsets is found once per subset.
+    pairs = np.unique(np.stack([np.concatenate(found_i), np.concatenate(found_j)], 1), axis=0)
+    return pairs, popcount64(uniq[pairs[:, 0]] ^ uniq[pairs[:, 1]])
+
+
+def near_duplicate_pairs(hashes: np.ndarray, max_distance: int) -> tuple[np.ndarray, np.ndarray]:
+    """All index pairs (i < j) whose 64-bit hashes differ in at most max_distance bits.
+
+    Returns (pairs of shape (k, 2) int64, sorted lexicographically; distances of shape (k,)).
+    Identical hashes are collapsed first so that a hash repeated 10k times (a placeholder image)
+    costs one bucket entry, not 10k; note the result itself still lists its s(s-1)/2 pairs.
+    """
+    hashes = np.asarray(hashes, dtype=np.uint64).ravel()
+    uniq, inverse = np.unique(hashes, return_inverse=True)
+    upairs, udist = _distinct_pairs(uniq, max_distance)
+    members = np.argsort(inverse, kind="stable")
+    starts, sizes = _runs(inverse[members])
+    parts_i = [np.empty(0, np.int64)]
+    parts_j = [np.empty(0, np.int64)]
+    parts_d = [np.empty(0, np.int64)]
+    for a, b in _pairs_within_runs(members, starts, sizes):  # identical hashes: distance 0
+        parts_i.append(a)
+        parts_j.append(b)
+        parts_d.append(np.zeros(a.size, np.int64))
+    if upairs.size:
+        # Every member of group u pairs with every member of group v.
+        cu, cv = sizes[upairs[:, 0]], sizes[upairs[:, 1]]
+        reps = cu * cv
+        k = _ranges(reps)
+        cv_rep = np.repeat(cv, reps)
+        a = members[np.repeat(starts[upairs[:, 0]], reps) + k // cv_rep]
+        b = members[np.repeat(starts[upairs[:, 1]], reps) + k % cv_rep]
+        parts_i.append(a)
+        parts_j.append(b)
+        parts_d.append(np.repeat(udist, reps))
+    i, j, d = np.concatenate(parts_i), np.concatenate(parts_j), np.concatenate(parts_d)
+    lo, hi = np.minimum(i, j), np.maximum(i, j)
+    order = np.lexsort((hi, lo))
+    return np.stack([lo[order], hi[order]], 1).astype(np.int64), d[order]
+
+
+# ---------------------------------------------------------------------------------------------
+# Clusters over catalogue rows
+
+
+def _sha_components(shas: pl.DataFrame, max_phash: int, max_dhash: int) -> np.ndarray:
+    """Connected-component label per row of `shas` (distinct sha256 with their hashes).
+
+    Nodes are distinct (phash, dhash) values: images hashing identically are linked anyway, and
+    collapsing them keeps a flood of look-alike files (blank tiles) from expanding into s^2
+    pairs. Images with no hash (undecodable) only ever match their own bytes.
+    """
+    ok = (shas["phash"].is_not_null() & shas["dhash"].is_not_null()).to_numpy()
+    hashed = shas.filter(pl.Series(ok))  # to_numpy on a column with nulls would give floats
+    both = np.stack([hashed["phash"].to_numpy(), hashed["dhash"].to_numpy()], 1)
+    nodes, node_of = np.unique(both.astype(np.uint64).reshape(-1, 2), axis=0, return_inverse=True)
+    pairs, _ = near_duplicate_pairs(nodes[:, 0], max_phash)
+    keep = popcount64(nodes[pairs[:, 0], 1] ^ nodes[pairs[:, 1], 1]) <= max_dhash
+    a, b = pairs[keep, 0], pairs[keep, 1]
+    graph = coo_matrix((np.ones(a.size, np.int8), (a, b)), shape=(len(nodes), len(nodes)))
+    node_labels = connected_components(graph, directed=False)[1]
+    labels = np.empty(shas.height, np.int64)
+    labels[ok] = node_labels[node_of.ravel()]
+    labels[~ok] = len(nodes) + np.arange(int((~ok).sum()))
+    return labels
+
+
+def _normalise_title(title: pl.Expr) -> pl.Expr:
+    return (
+        title.fill_null("")
+        .str.to_lowercase()
+        .str.replace_all(r"[^\p{L}\p{N}]+", " ")
+        .str.strip_chars()
+    )
+
+
+def _jaccard(a: str, b: str) -> float:
+    ta, tb = set(a.split()), set(b.split())
+    return len(ta & tb) / len(ta | tb) if ta | tb else 1.0
+
+
+def _is_placeholder(titles: list[str]) -> bool:
+    """True when fewer than half of the titles match (or resemble) the most common one."""
+    top = Counter(titles).most_common(1)[0][0]
+    related = sum(t == top or _jaccard(t, top) >= RELATED_TITLE_JACCARD for t in titles)
+    return related < PLACEHOLDER_MAX_RELATED_SHARE * len(titles)
+
+
+def _placeholder_expr(rows: pl.DataFrame, min_rows: int) -> pl.Expr:
+    """Rows whose image (its exact bytes, or its whole near-duplicate cluster) is shared by at
+    least min_rows rows with unrelated titles."""
+    flagged = pl.lit(False)
+    for key in ("sha256", "component"):
+        big = (
+            rows.group_by(key)
+            .agg(pl.col("title_norm"))
+            .filter(pl.col("title_norm").list.len() >= min_rows)
+        )
+        keys = sorted(k for k, titles in big.iter_rows() if _is_placeholder(titles))
+        flagged = flagged | pl.col(key).is_in(pl.Series(keys, dtype=rows.schema[key]))
+    return flagged
+
+
+def _with_components(
+    rows: pl.DataFrame, hashes: pl.DataFrame, max_phash: int, max_dhash: int
+) -> pl.DataFrame:
+    shas = (
+        rows.select("sha256")
+        .unique()
+        .sort("sha256")
+        .join(hashes.unique(subset="sha256", keep="first"), on="sha256", how="left")
+    )
+    labels = _sha_components(shas, max_phash, max_dhash)
+    shas = shas.with_columns(component=pl.Series(labels, dtype=pl.Int64))
+    return rows.join(shas, on="sha256", how="left")
+
+
+def _with_canonical(rows: pl.DataFrame) -> pl.DataFrame:
+    """Attach each component's canonical row: largest picture, then earliest in the source."""
+    canonical = (
+        rows.sort(["component", "area", "row_index"], descending=[False, True, False])
+        .group_by("component", maintain_order=True)
+        .first()
+        .select(
+            "component",
+            canonical_row_id="row_id",
+            canonical_sha256="sha256",
+            canonical_phash="phash",
+            canonical_category3_code="category3_code",
+            canonical_full_price="full_price",
+        )
+    )
+    return rows.join(canonical, on="component", how="left")
+
+
+def duplicate_clusters(
+    images: pl.DataFrame,
+    hashes: pl.DataFrame,
+    max_distance: int = DEFAULT_MAX_PHASH_DISTANCE,
+    placeholder_min_rows: int = 5,
+    max_dhash_distance: int = DEFAULT_MAX_DHASH_DISTANCE,
+) -> pl.DataFrame:
+    """One row per image row (sha256 not null), in row_index order: its cluster and flags.
+
+    `images` has row_id, row_index, sha256, width, height, title, category3_code, full_price;
+    `hashes` is an image_hashes table. Rows sharing a sha256 are exact duplicates; images within
+    `max_distance` phash bits and `max_dhash_distance` dhash bits are near duplicates, and
+    clusters are the connected components of both. Rows with a null sha256 have no image to
+    compare and are left out. Placeholders and label conflicts are flagged, never merged away.
+    """
+    rows = (
+        images.filter(pl.col("sha256").is_not_null())
+        .sort("row_index")
+        .with_columns(
+            area=(pl.col("width").fill_null(0) * pl.col("height").fill_null(0)),
+            title_norm=_normalise_title(pl.col("title")),
+        )
+    )
+    if rows.is_empty():
+        return empty_frame(DUPLICATE_CLUSTERS_SCHEMA)
+    hashes = hashes.select(list(IMAGE_HASHES_SCHEMA)).cast(IMAGE_HASHES_SCHEMA)
+    rows = _with_canonical(_with_components(rows, hashes, max_distance, max_dhash_distance))
+    same_image = pl.col("sha256") == pl.col("canonical_sha256")
+    out = rows.with_columns(
+        cluster_id=pl.col("canonical_row_id"),
+        cluster_size=pl.len().over("component"),
+        is_canonical=pl.col("row_id") == pl.col("canonical_row_id"),
+        hamming_to_canonical=pl.when(same_image)
+        .then(0)
+        .otherwise(pl.col("phash").xor(pl.col("canonical_phash")).bitwise_count_ones()),
+        match_kind=pl.when(pl.col("row_id") == pl.col("canonical_row_id"))
+        .then(pl.lit("canonical"))
+        .when(same_image)
+        .then(pl.lit("exact"))
+        .otherwise(pl.lit("near")),
+        is_placeholder=_placeholder_expr(rows, placeholder_min_rows),
+        label_conflict=pl.col("category3_code").ne_missing(pl.col("canonical_category3_code"))
+        | pl.col("full_price").ne_missing(pl.col("canonical_full_price")),
+    )
+    return out.select(list(DUPLICATE_CLUSTERS_SCHEMA)).cast(DUPLICATE_CLUSTERS_SCHEMA)
+
+
+def placeholder_summary(clusters: pl.DataFrame) -> pl.DataFrame:
+    """One row per cluster holding placeholder rows, largest first, for the quality report."""
+    return (
+        clusters.filter(pl.col("is_placeholder"))
+        .group_by("cluster_id")
+        .agg(
+            n_rows=pl.len(),
+            n_images=pl.col("sha256").n_unique(),
+            row_ids=pl.col("row_id").sort_by("row_index"),
+        )
+        .sort(["n_rows", "cluster_id"], descending=[True, False])
+    )
+
+
+def label_conflicts(clusters: pl.DataFrame, images: pl.DataFrame) -> pl.DataFrame:
+    """Every row of each cluster whose rows disagree on category or price, canonical included,
+    so the report shows what the conflicting rows disagree with."""
+    conflicted = clusters.filter(pl.col("label_conflict").any().over("cluster_id"))
+    return (
+        conflicted.select("cluster_id", "row_id", "row_index", "is_canonical", "label_conflict")
+        .join(
+            images.select("row_id", "title", "category3_code", "full_price"),
+            on="row_id",
+            how="left",
+        )
+        .sort(["cluster_id", "row_index"])
+    )

@@ -1,0 +1,135 @@
+"""Perceptual hashing: one row per sha256, cached across runs, robust to broken files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import fsspec
+import imagehash
+import numpy as np
+import polars as pl
+import pytest
+from PIL import Image, ImageDraw
+
+import curation.image_hashing as ih
+from curation.image_hashing import compute_image_hashes, hash_image
+from schemas.tables import IMAGE_HASHES_SCHEMA
+
+
+def _picture(seed: int, size: tuple[int, int] = (96, 96)) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    image = Image.new("RGB", size, tuple(int(v) for v in rng.integers(180, 255, 3)))
+    draw = ImageDraw.Draw(image)
+    for _ in range(4):
+        x0, y0 = (int(v) for v in rng.integers(0, min(size) // 2, 2))
+        x1, y1 = x0 + int(rng.integers(10, min(size) // 2)), y0 + int(rng.integers(10, 40))
+        draw.ellipse((x0, y0, x1, y1), fill=tuple(int(v) for v in rng.integers(0, 160, 3)))
+    return image
+
+
+def _write(directory: Path, n: int, fmt: str = "PNG") -> pl.DataFrame:
+    paths = []
+    for k in range(n):
+        path = directory / f"img{k}.{fmt.lower()}"
+        _picture(k).save(path, format=fmt)
+        paths.append(str(path))
+    return pl.DataFrame({"sha256": [f"sha{k:03d}" for k in range(n)], "path": paths})
+
+
+def _as_int(h: imagehash.ImageHash) -> int:
+    return int(str(h), 16)
+
+
+def test_one_row_per_sha_matching_imagehash(tmp_path: Path) -> None:
+    images = _write(tmp_path, 3)
+    repeated = pl.concat([images, images.head(1), pl.DataFrame({"sha256": [None], "path": ["x"]})])
+    out = compute_image_hashes(repeated.sample(fraction=1.0, shuffle=True, seed=0))
+    assert out.schema == pl.Schema(IMAGE_HASHES_SCHEMA)
+    assert out["sha256"].to_list() == ["sha000", "sha001", "sha002"]
+    with Image.open(images["path"][1]) as img:
+        assert out["phash"][1] == _as_int(imagehash.phash(img))
+        assert out["dhash"][1] == _as_int(imagehash.dhash(img))
+
+
+def test_previous_hashes_are_reused_without_decoding(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    images = _write(tmp_path, 3)
+    first = compute_image_hashes(images)
+    # Sentinel values that no decode would produce prove the cached rows were carried over.
+    previous = first.with_columns(phash=pl.lit(7, pl.UInt64), dhash=pl.lit(9, pl.UInt64)).head(2)
+    calls: list[str] = []
+    monkeypatch.setattr(ih, "hash_image", lambda path: calls.append(path) or (1, 2))
+    out = compute_image_hashes(images, previous=previous)
+    assert calls == [images["path"][2]]
+    assert out["phash"].to_list() == [7, 7, 1]
+    assert out["dhash"].to_list() == [9, 9, 2]
+
+
+def test_previous_rows_with_null_hashes_are_retried(tmp_path: Path) -> None:
+    images = _write(tmp_path, 2)
+    previous = pl.DataFrame(
+        {"sha256": ["sha000", "sha001", "gone"], "phash": [None, 5, 6], "dhash": [None, 5, 6]},
+        schema=IMAGE_HASHES_SCHEMA,
+    )
+    out = compute_image_hashes(images, previous=previous)
+    assert out["sha256"].to_list() == ["sha000", "sha001"]  # only shas of this run
+    assert out["phash"][0] is not None and out["phash"][1] == 5
+
+
+def test_undecodable_or_missing_file_gives_null_hashes(tmp_path: Path) -> None:
+    images = _write(tmp_path, 1)
+    garbage = tmp_path / "garbage.jpg"
+    garbage.write_bytes(b"\xff\xd8\xff\xe0 definitely not a jpeg")
+    truncated = tmp_path / "truncated.png"
+    truncated.write_bytes(Path(images["path"][0]).read_bytes()[:60])
+    broken = pl.DataFrame(
+        {
+            "sha256": ["bad1", "bad2", "bad3"],
+            "path": [str(garbage), str(truncated), str(tmp_path / "missing.png")],
+        }
+    )
+    out = compute_image_hashes(pl.concat([images, broken]))
+    assert out.height == 4
+    nulls = out.filter(pl.col("phash").is_null() & pl.col("dhash").is_null())["sha256"]
+    assert nulls.to_list() == ["bad1", "bad2", "bad3"]
+    assert out.filter(pl.col("sha256") == "sha000")["phash"][0] is not None
+
+
+def test_parallel_path_equals_serial_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    images = _write(tmp_path, 12, fmt="JPEG")
+    serial = compute_image_hashes(images, workers=1)
+    monkeypatch.setattr(ih, "MIN_IMAGES_FOR_PROCESSES", 2)
+    monkeypatch.setattr(ih, "MAX_CHUNK_SIZE", 5)  # several chunks, so order is exercised
+    parallel = compute_image_hashes(images, workers=2)
+    assert parallel.equals(serial)
+    assert serial["phash"].null_count() == 0
+
+
+def test_jpeg_draft_decode_stays_close_to_full_decode(tmp_path: Path) -> None:
+    path = tmp_path / "big.jpg"
+    _picture(5, size=(1600, 1200)).save(path, quality=90)
+    with Image.open(path) as img:
+        full = _as_int(imagehash.phash(img.convert("L")))
+    drafted, _ = hash_image(str(path))
+    assert drafted is not None
+    assert bin(drafted ^ full).count("1") <= 4
+
+
+def test_reads_through_fsspec_urls(tmp_path: Path) -> None:
+    local = _write(tmp_path, 1)
+    url = "memory://hashing-test/img.png"
+    with fsspec.open(url, "wb") as f:
+        f.write(Path(local["path"][0]).read_bytes())
+    remote = compute_image_hashes(pl.DataFrame({"sha256": ["sha000"], "path": [url]}))
+    assert remote.equals(compute_image_hashes(local))
+
+
+def test_transparent_pixels_are_flattened_onto_white(tmp_path: Path) -> None:
+    rgba = Image.new("RGBA", (64, 64), (0, 0, 0, 0))
+    ImageDraw.Draw(rgba).rectangle((16, 16, 48, 48), fill=(20, 20, 20, 255))
+    rgb = Image.new("RGB", (64, 64), (255, 255, 255))
+    ImageDraw.Draw(rgb).rectangle((16, 16, 48, 48), fill=(20, 20, 20))
+    rgba.save(tmp_path / "a.png")
+    rgb.save(tmp_path / "b.png")
+    assert hash_image(str(tmp_path / "a.png")) == hash_image(str(tmp_path / "b.png"))
