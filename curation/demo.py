@@ -15,7 +15,9 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import polars as pl
+from PIL import Image
 
 from curation.demo_images import (
     COLOURS,
@@ -29,7 +31,7 @@ from curation.demo_images import (
 )
 from schemas.tables import CATALOGUE_COLUMNS
 
-DEMO_VERSION = "demo-v1"  # bump when the generator changes, so cached copies are rebuilt
+DEMO_VERSION = "demo-v4"  # bump when the generator changes, so cached copies are rebuilt
 DEMO_ROWS = 3040
 DEMO_SEED = 20231117
 
@@ -340,6 +342,48 @@ def _plant_defects(rows: list[DemoRow], rng: random.Random) -> list[DemoRow]:
     return rows + extra
 
 
+def _source_bytes(row: DemoRow) -> bytes:
+    return encode(draw_product(row.look, row.seed), "PNG" if row.seed % 12 == 0 else "JPEG")
+
+
+def _separate_lookalikes(rows: list[DemoRow], cache: dict[int, bytes], rng: random.Random) -> None:
+    """Redraw any two distinct products whose pictures hash within the dedupe thresholds (plus
+    a margin), so the only duplicates in the demo are the planted ones the manifest lists."""
+    from curation.dedupe import DEFAULT_MAX_DHASH_DISTANCE, DEFAULT_MAX_PHASH_DISTANCE
+    from curation.image_hashing import hash_image_object
+
+    drawn = {"missing_image", "html_error_page", "placeholder"}
+    sources = [row for row in rows if row.source_of is None and row.defect not in drawn]
+    for _ in range(20):
+        for row in sources:
+            if id(row) not in cache:
+                cache[id(row)] = _source_bytes(row)
+        pairs = [hash_image_object(Image.open(io.BytesIO(cache[id(row)]))) for row in sources]
+        phash = np.array([p for p, _ in pairs], dtype=np.uint64)
+        dhash = np.array([d for _, d in pairs], dtype=np.uint64)
+        close = _close_pairs(
+            phash, dhash, DEFAULT_MAX_PHASH_DISTANCE + 2, DEFAULT_MAX_DHASH_DISTANCE + 2
+        )
+        if not close:
+            return
+        for index in close:
+            sources[index].seed = rng.getrandbits(32)
+            cache.pop(id(sources[index]), None)
+    raise RuntimeError("could not draw distinct demo pictures")
+
+
+def _close_pairs(phash: np.ndarray, dhash: np.ndarray, max_p: int, max_d: int) -> set[int]:
+    """Indexes (the later of each pair) of pictures too close to an earlier one."""
+    close: set[int] = set()
+    for start in range(0, phash.size, 512):  # blocks keep the distance matrix small
+        block = slice(start, start + 512)
+        p = np.bitwise_count(phash[block, None] ^ phash[None, :])
+        d = np.bitwise_count(dhash[block, None] ^ dhash[None, :])
+        rows, cols = np.nonzero((p <= max_p) & (d <= max_d))
+        close.update(int(c) for r, c in zip(rows + start, cols, strict=True) if c > r)
+    return close
+
+
 def _image_bytes(row: DemoRow, rng: random.Random, cache: dict[int, bytes]) -> bytes | None:
     """The bytes served at the row's image URL (None: nothing there, the file is missing)."""
     if row.defect == "missing_image":
@@ -350,14 +394,11 @@ def _image_bytes(row: DemoRow, rng: random.Random, cache: dict[int, bytes]) -> b
         return encode(placeholder_image(), "PNG")
     source = row.source_of or row
     if id(source) not in cache:
-        fmt = "PNG" if source.seed % 12 == 0 else "JPEG"
-        cache[id(source)] = encode(draw_product(source.look, source.seed), fmt)
+        cache[id(source)] = _source_bytes(source)
     original = cache[id(source)]
     if row.defect == "truncated_jpeg":
         return original[: len(original) // 2]
     if row.defect.startswith("near_duplicate_"):
-        from PIL import Image
-
         kind = row.defect.removeprefix("near_duplicate_")
         with Image.open(io.BytesIO(original)) as decoded:
             altered = near_duplicate(decoded.convert("RGB"), kind, rng)
@@ -430,6 +471,7 @@ def build_demo_catalogue(
     rows = _plant_defects(_product_rows(n_rows - n_appended, rng), rng)
     rng.shuffle(rows)
     cache: dict[int, bytes] = {}
+    _separate_lookalikes(rows, cache, rng)
     sizes: dict[int, int] = {}
     records = []
     for i, row in enumerate(rows):
@@ -458,8 +500,6 @@ def build_demo_catalogue(
 
 
 def _pixel_count(data: bytes) -> int:
-    from PIL import Image
-
     try:
         with Image.open(io.BytesIO(data)) as image:
             return image.width * image.height

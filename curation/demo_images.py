@@ -151,18 +151,36 @@ def _pattern_layer(look: ProductLook, size: int, rng: random.Random) -> Image.Im
     return base
 
 
+def _backdrop(size: int, rng: random.Random) -> Image.Image:
+    """A studio backdrop with its own light fall-off and props: real listings differ in large,
+    low-frequency ways (light, floor, set dressing), which is what perceptual hashes see."""
+    tone = rng.randint(150, 250)
+    far = max(60, tone - rng.randint(40, 110))
+    angle = rng.uniform(0, 2 * math.pi)
+    ramp = Image.linear_gradient("L").resize((size, size)).rotate(math.degrees(angle))
+    light = ramp.point(lambda v: int(far + (tone - far) * v / 255))
+    tint = (rng.uniform(0.9, 1.0), rng.uniform(0.88, 1.0), rng.uniform(0.85, 1.0))
+    image = Image.merge("RGB", [light.point(lambda v, t=t: int(v * t)) for t in tint])
+    draw = ImageDraw.Draw(image)
+    for _ in range(rng.randint(3, 6)):  # props: a plinth, a box, a plant pot
+        x, y = rng.uniform(0, size), rng.uniform(0, size)
+        w, h = rng.uniform(0.1, 0.4) * size, rng.uniform(0.1, 0.4) * size
+        grey = rng.randint(40, 230)
+        box = (x - w / 2, y - h / 2, x + w / 2, y + h / 2)
+        (draw.ellipse if rng.random() < 0.5 else draw.rectangle)(box, fill=(grey,) * 3)
+    return image.filter(ImageFilter.GaussianBlur(2))
+
+
 def draw_product(look: ProductLook, seed: int, size: int = IMAGE_SIZE) -> Image.Image:
-    """A studio-style shot: tinted backdrop, the product silhouette, a soft shadow."""
+    """A studio-style shot: a varied backdrop, the product silhouette, a soft shadow."""
     rng = random.Random(seed)
-    tone = rng.randint(222, 250)
-    background = (tone, tone - rng.randint(0, 12), tone - rng.randint(0, 20))
-    image = Image.new("RGB", (size, size), background)
-    cx = size / 2 + rng.uniform(-0.12, 0.12) * size
-    cy = size / 2 + rng.uniform(-0.12, 0.12) * size
-    radius = size * rng.uniform(0.26, 0.36)
+    image = _backdrop(size, rng)
+    cx = size / 2 + rng.uniform(-0.15, 0.15) * size
+    cy = size / 2 + rng.uniform(-0.15, 0.15) * size
+    radius = size * rng.uniform(0.24, 0.34)
     shadow = _silhouette_mask(look.shape, size, cx + 5, cy + 7, radius)
     shadow = shadow.filter(ImageFilter.GaussianBlur(5)).point(lambda v: v * 0.35)
-    image.paste((90, 90, 90), (0, 0), shadow)
+    image.paste((30, 30, 30), (0, 0), shadow)
     mask = _silhouette_mask(look.shape, size, cx, cy, radius)
     image.paste(_pattern_layer(look, size, rng), (0, 0), mask)
     # A small random accent (logo tag, buckle) makes each listing's photo its own.
