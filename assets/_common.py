@@ -30,16 +30,23 @@ def markdown_table(frame: pl.DataFrame, max_rows: int = PREVIEW_ROWS, max_chars:
     return "\n".join(lines)
 
 
-def table_output(frame: pl.DataFrame, output_name: str = "result", **metadata: Any) -> dg.Output:
+def table_output(
+    frame: pl.DataFrame,
+    output_name: str = "result",
+    version_columns: list[str] | None = None,
+    **metadata: Any,
+) -> dg.Output:
     """Output with a content-derived data version, row count and preview.
 
     The data version is a hash of the content, so rematerializing with identical results
     leaves everything downstream up to date (the wave of staleness stops here).
+    `version_columns` leaves out bookkeeping (timings, attempt counts) that changes on every run
+    without changing what downstream assets see.
     """
     return dg.Output(
         frame,
         output_name=output_name,
-        data_version=dg.DataVersion(frame_fingerprint(frame)),
+        data_version=dg.DataVersion(frame_fingerprint(frame, version_columns)),
         metadata={
             "dagster/row_count": dg.MetadataValue.int(frame.height),
             "preview": dg.MetadataValue.md(markdown_table(frame)),

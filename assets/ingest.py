@@ -1,34 +1,28 @@
 """Group `ingest`: load the catalogue, validate every row, keep the rejects with reasons."""
 
-from pathlib import Path
-
 import dagster as dg
-import fsspec
 import polars as pl
 
 from assets._common import counts_markdown, table_output
-from curation.catalogue import load_raw_catalogue
-from curation.demo import build_demo_catalogue
+from curation.catalogue import load_raw_catalogue, resolve_catalogue_uri, source_fingerprint
 from curation.validation import validate_catalogue
 from dagster_project.resources import PipelineSettings
 
 GROUP = "ingest"
 
 
-def resolve_catalogue_uri(settings: PipelineSettings) -> str:
-    """The embedded demo is generated next to the data (or in a local cache for remote data)."""
-    if not settings.is_demo:
-        return settings.catalogue_uri
-    fs, path = fsspec.core.url_to_fs(settings.data_dir)
-    local = "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
-    root = Path(path) / "demo_catalogue" if local else Path.home() / ".cache/catalogue-vlm/demo"
-    return str(build_demo_catalogue(root).catalogue_path)
+@dg.observable_source_asset(group_name=GROUP, description="The catalogue at CATALOGUE_URI.")
+def catalogue_source(pipeline: PipelineSettings) -> dg.DataVersion:
+    """Observing it records a content fingerprint; a changed file makes raw_catalogue stale."""
+    return dg.DataVersion(
+        source_fingerprint(resolve_catalogue_uri(pipeline.catalogue_uri, pipeline.data_dir))
+    )
 
 
-@dg.asset(group_name=GROUP, code_version="1", kinds={"polars"})
+@dg.asset(group_name=GROUP, code_version="1", kinds={"polars"}, deps=[catalogue_source])
 def raw_catalogue(context: dg.AssetExecutionContext, pipeline: PipelineSettings) -> dg.Output:
     """The catalogue as loaded (all columns as text) plus `row_index` and a content `row_id`."""
-    uri = resolve_catalogue_uri(pipeline)
+    uri = resolve_catalogue_uri(pipeline.catalogue_uri, pipeline.data_dir)
     frame = load_raw_catalogue(uri)
     context.log.info(f"loaded {frame.height} rows from {uri}")
     return table_output(frame, catalogue_uri=dg.MetadataValue.text(uri))

@@ -4,14 +4,21 @@ from __future__ import annotations
 
 import dagster as dg
 
-from assets import ingest
+from assets import curation, dataset, images, ingest
+from dagster_project.automation import (
+    build_dataset_job,
+    catalogue_changed_sensor,
+    curate_job,
+    full_pipeline_job,
+    train_and_evaluate_job,
+)
 from dagster_project.resources import (
     download_settings_from_env,
     parquet_io_manager,
     pipeline_settings_from_env,
 )
 
-ASSET_MODULES = [ingest]
+ASSET_MODULES = [ingest, images, curation, dataset]
 
 
 def build_definitions() -> dg.Definitions:
@@ -19,6 +26,8 @@ def build_definitions() -> dg.Definitions:
     return dg.Definitions(
         assets=dg.load_assets_from_modules(ASSET_MODULES),
         asset_checks=dg.load_asset_checks_from_modules(ASSET_MODULES),
+        jobs=[curate_job, build_dataset_job, train_and_evaluate_job, full_pipeline_job],
+        sensors=[catalogue_changed_sensor],
         resources={
             "pipeline": pipeline,
             "downloads": download_settings_from_env(),

@@ -9,7 +9,7 @@ import dagster as dg
 from dagster_polars import PolarsParquetIOManager
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-DEMO_CATALOGUE = "demo"  # CATALOGUE_URI value (and default) meaning: the embedded demo
+DEMO_CATALOGUE = "demo"  # CATALOGUE_URI value (and default): the embedded demo catalogue
 
 
 def default_data_dir() -> str:

@@ -1,0 +1,93 @@
+"""Group `curation`: one ledger row per raw row, the curated set, the data-quality report."""
+
+import dagster as dg
+import polars as pl
+
+from assets._common import counts_markdown, table_output
+from curation.ledger import build_curation_ledger, ledger_counts, select_curated_products
+from curation.report import build_data_quality_report, write_report_html
+from dagster_project.resources import PipelineSettings
+
+GROUP = "curation"
+
+
+@dg.multi_asset(
+    group_name=GROUP,
+    code_version="1",
+    outs={
+        "curation_ledger": dg.AssetOut(kinds={"polars"}, code_version="1"),
+        "curated_products": dg.AssetOut(kinds={"polars"}, code_version="1"),
+    },
+)
+def curation_ledger(
+    raw_catalogue: pl.DataFrame,
+    validated_products: pl.DataFrame,
+    rejected_rows: pl.DataFrame,
+    product_images: pl.DataFrame,
+    duplicate_clusters: pl.DataFrame,
+):
+    """Every raw row's outcome and reason; the rows that go on to training."""
+    ledger = build_curation_ledger(raw_catalogue, rejected_rows, product_images, duplicate_clusters)
+    curated = select_curated_products(
+        ledger, validated_products, product_images, duplicate_clusters
+    )
+    counts = ledger_counts(ledger)
+    yield table_output(
+        ledger,
+        output_name="curation_ledger",
+        outcomes=dg.MetadataValue.md(counts_markdown(counts, "outcome")),
+        **{f"outcome/{name}": n for name, n in counts.items()},
+    )
+    yield table_output(curated, output_name="curated_products")
+
+
+@dg.asset_check(
+    asset="curation_ledger",
+    blocking=True,
+    additional_ins={"raw_catalogue": dg.AssetIn()},
+    description="count(ledger) == count(raw_catalogue) and every raw row_id appears once.",
+)
+def ledger_accounts_for_every_raw_row(
+    raw_catalogue: pl.DataFrame, curation_ledger: pl.DataFrame
+) -> dg.AssetCheckResult:
+    raw_ids = set(raw_catalogue["row_id"])
+    ledger_ids = curation_ledger["row_id"]
+    repeated = ledger_ids.len() - ledger_ids.n_unique()
+    missing = len(raw_ids - set(ledger_ids))
+    return dg.AssetCheckResult(
+        passed=curation_ledger.height == raw_catalogue.height and not repeated and not missing,
+        metadata={
+            "ledger_rows": curation_ledger.height,
+            "raw_rows": raw_catalogue.height,
+            "repeated_row_ids": repeated,
+            "missing_row_ids": missing,
+        },
+    )
+
+
+@dg.asset(group_name=GROUP, code_version="1", kinds={"html"})
+def data_quality_report(
+    pipeline: PipelineSettings,
+    curation_ledger: pl.DataFrame,
+    validated_products: pl.DataFrame,
+    rejected_rows: pl.DataFrame,
+    product_images: pl.DataFrame,
+    duplicate_clusters: pl.DataFrame,
+) -> dg.MaterializeResult:
+    """The page a data lead opens first: outcomes, reasons, balance, prices, duplicates."""
+    report = build_data_quality_report(
+        curation_ledger, validated_products, rejected_rows, product_images, duplicate_clusters
+    )
+    path = pipeline.path("reports", "data_quality.html")
+    write_report_html(report.html, path)
+    return dg.MaterializeResult(
+        metadata={
+            "report": dg.MetadataValue.md(report.markdown),
+            "report_path": dg.MetadataValue.path(path),
+            **{
+                key: value
+                for key, value in report.summary.items()
+                if isinstance(value, int | float | str)
+            },
+        },
+    )

@@ -1,0 +1,145 @@
+"""Group `dataset`: leak-free splits, train-only synthetic variants, the HF DatasetDict."""
+
+import dagster as dg
+import polars as pl
+
+from assets._common import counts_markdown, markdown_table, table_output
+from assets.images import previous_table
+from curation.catalogue import frame_fingerprint
+from curation.export import (
+    build_dataset_dict,
+    dataset_card,
+    log_dataset_artifact,
+    save_dataset_dict,
+)
+from curation.splits import (
+    SPLIT_RULE_DOC,
+    assign_splits,
+    groups_straddling_splits,
+    split_counts_table,
+    split_fractions,
+    split_proportion_errors,
+    strata_missing_splits,
+)
+from curation.variants import make_synthetic_variants, variant_kind_counts
+from dagster_project.resources import PipelineSettings
+
+GROUP = "dataset"
+
+
+class SplitConfig(dg.Config):
+    """Split fractions and the smallest category3 stratum kept as its own stratum."""
+
+    train: float = 0.8
+    validation: float = 0.1
+    test: float = 0.1
+    min_stratum_rows: int = 20
+
+    @property
+    def fractions(self) -> tuple[float, float, float]:
+        return (self.train, self.validation, self.test)
+
+
+class VariantConfig(dg.Config):
+    seed: int = 0
+    image_variants_per_row: int = 1
+    prompt_variants_per_row: int = 1
+    # Rare categories get extra image variants until they have this many train samples.
+    min_rows_per_category: int = 40
+
+
+@dg.asset(group_name=GROUP, code_version="1", kinds={"polars"})
+def dataset_splits(config: SplitConfig, curated_products: pl.DataFrame) -> dg.Output:
+    """train / validation / test, stratified by category, duplicate clusters and colour
+    variants kept together, assignment by hash so rows keep their split as the catalogue grows."""
+    splits = assign_splits(
+        curated_products, fractions=config.fractions, min_stratum_rows=config.min_stratum_rows
+    )
+    shares = split_fractions(splits)
+    return table_output(
+        splits,
+        split_rule=dg.MetadataValue.md(f"```text\n{SPLIT_RULE_DOC.strip()}\n```"),
+        counts_by_category=dg.MetadataValue.md(markdown_table(split_counts_table(splits), 200)),
+        **{f"split/{name}": round(share, 4) for name, share in shares.items()},
+    )
+
+
+@dg.asset_check(asset="dataset_splits", blocking=True)
+def no_group_straddles_splits(dataset_splits: pl.DataFrame) -> dg.AssetCheckResult:
+    """Duplicate clusters and colour variants (same normalised title) never cross splits."""
+    leaks = groups_straddling_splits(dataset_splits)
+    return dg.AssetCheckResult(
+        passed=leaks.is_empty(),
+        metadata={"straddling_groups": leaks.height, "examples": markdown_table(leaks)},
+    )
+
+
+@dg.asset_check(asset="dataset_splits", blocking=True)
+def every_split_has_every_category(dataset_splits: pl.DataFrame) -> dg.AssetCheckResult:
+    """Each stratum with enough rows and groups appears in train, validation and test."""
+    missing = strata_missing_splits(dataset_splits)
+    return dg.AssetCheckResult(
+        passed=missing.is_empty(),
+        metadata={"strata_missing_a_split": missing.height, "examples": markdown_table(missing)},
+    )
+
+
+@dg.asset_check(asset="dataset_splits", blocking=True)
+def split_proportions_within_tolerance(
+    config: SplitConfig, dataset_splits: pl.DataFrame
+) -> dg.AssetCheckResult:
+    """Shares within 4 standard deviations of the hash-assignment noise for these group sizes."""
+    errors = split_proportion_errors(dataset_splits, config.fractions)
+    return dg.AssetCheckResult(
+        passed=not errors,
+        metadata={"shares": str(split_fractions(dataset_splits)), "errors": str(errors)},
+    )
+
+
+@dg.asset(group_name=GROUP, code_version="1", kinds={"polars"})
+def synthetic_variants(
+    config: VariantConfig, pipeline: PipelineSettings, dataset_splits: pl.DataFrame
+) -> dg.Output:
+    """Extra train-only samples (image augmentations, prompt paraphrases, rare-class top-up)."""
+    variants = make_synthetic_variants(
+        dataset_splits,
+        store_root=pipeline.data_dir,
+        seed=config.seed,
+        image_variants_per_row=config.image_variants_per_row,
+        prompt_variants_per_row=config.prompt_variants_per_row,
+        min_rows_per_category=config.min_rows_per_category,
+        previous=previous_table(pipeline, "synthetic_variants"),
+    )
+    kinds = variant_kind_counts(variants)
+    return table_output(variants, variant_kinds=dg.MetadataValue.md(counts_markdown(kinds, "kind")))
+
+
+@dg.asset(group_name=GROUP, code_version="1", kinds={"huggingface"})
+def training_dataset(
+    context: dg.AssetExecutionContext,
+    pipeline: PipelineSettings,
+    dataset_splits: pl.DataFrame,
+    synthetic_variants: pl.DataFrame,
+) -> dg.MaterializeResult:
+    """A `datasets.DatasetDict` (Image feature) saved at {PIPELINE_DATA_DIR}/hf_dataset/."""
+    upstream = {
+        "dataset_splits": frame_fingerprint(dataset_splits),
+        "synthetic_variants": frame_fingerprint(synthetic_variants),
+    }
+    dsd = build_dataset_dict(dataset_splits, synthetic_variants)
+    out_dir = pipeline.path("hf_dataset")
+    save_dataset_dict(
+        dsd, out_dir, dataset_card(dataset_splits, synthetic_variants, upstream, SPLIT_RULE_DOC)
+    )
+    artifact = log_dataset_artifact(out_dir, "catalogue-dataset", upstream)
+    version = frame_fingerprint(pl.DataFrame({"v": sorted(upstream.values())}))
+    context.log.info(f"saved {dict(dsd.num_rows)} to {out_dir}")
+    return dg.MaterializeResult(
+        data_version=dg.DataVersion(version),
+        metadata={
+            "path": dg.MetadataValue.path(out_dir),
+            **{f"rows/{name}": n for name, n in dsd.num_rows.items()},
+            "wandb_artifact": artifact or "(W&B disabled)",
+            "fingerprints": str({name: ds._fingerprint for name, ds in dsd.items()}),
+        },
+    )

@@ -1,0 +1,114 @@
+"""Group `images`: fetch every validated row's image, hash it, cluster duplicates."""
+
+import dagster as dg
+import fsspec
+import polars as pl
+
+from assets._common import counts_markdown, table_output
+from curation.dedupe import duplicate_clusters as cluster_duplicates
+from curation.download import DownloadPolicy, fetch_images
+from curation.image_hashing import compute_image_hashes
+from dagster_project.resources import DownloadSettings, PipelineSettings
+from schemas.tables import IMAGE_STATUS_OK, PRODUCT_IMAGES_SCHEMA
+
+GROUP = "images"
+# Network-bound: a flaky network or a restarted bucket is worth a couple of step retries.
+NETWORK_RETRY = dg.RetryPolicy(max_retries=2, delay=10, backoff=dg.Backoff.EXPONENTIAL)
+
+
+def previous_table(settings: PipelineSettings, name: str) -> pl.DataFrame | None:
+    """The asset's last stored output, for row-level reuse (None on the first run)."""
+    path = settings.path(f"{name}.parquet")
+    fs, fs_path = fsspec.core.url_to_fs(path)
+    if not fs.exists(fs_path):
+        return None
+    with fs.open(fs_path, "rb") as handle:
+        return pl.read_parquet(handle)
+
+
+def download_policy(settings: PipelineSettings, downloads: DownloadSettings) -> DownloadPolicy:
+    """http(s) always; local files only for a catalogue the operator put on this machine."""
+    schemes = {"http", "https"} | {s.strip() for s in downloads.extra_schemes.split(",") if s}
+    uri = settings.catalogue_uri
+    if settings.is_demo or "://" not in uri or uri.startswith("file://"):
+        schemes.add("file")
+    return DownloadPolicy(
+        connect_timeout_s=downloads.connect_timeout_s,
+        read_timeout_s=downloads.read_timeout_s,
+        deadline_s=downloads.deadline_s,
+        max_attempts=downloads.max_attempts,
+        max_bytes=downloads.max_bytes,
+        max_pixels=downloads.max_pixels,
+        allowed_schemes=frozenset(schemes),
+        allow_private_hosts=downloads.allow_private_hosts,
+    )
+
+
+@dg.asset(group_name=GROUP, code_version="1", kinds={"polars"}, retry_policy=NETWORK_RETRY)
+def product_images(
+    context: dg.AssetExecutionContext,
+    pipeline: PipelineSettings,
+    downloads: DownloadSettings,
+    validated_products: pl.DataFrame,
+) -> dg.Output:
+    """One row per validated row: where its image came from, what happened, where it lives."""
+    previous = previous_table(pipeline, "product_images")
+    fetched, stats = fetch_images(
+        validated_products["imageurl"].to_list(),
+        store_root=pipeline.data_dir,
+        policy=download_policy(pipeline, downloads),
+        workers=downloads.workers,
+        previous=previous,
+    )
+    frame = (
+        validated_products.select("row_id", pl.col("imageurl").alias("url"))
+        .join(fetched, on="url", how="left")
+        .select(list(PRODUCT_IMAGES_SCHEMA))
+    )
+    context.log.info(f"images: {stats.as_dict()}")
+    return table_output(
+        frame,
+        version_columns=[c for c in PRODUCT_IMAGES_SCHEMA if c not in ("attempts", "elapsed_s")],
+        attempted=stats.attempted,
+        reused=stats.reused,
+        ok=stats.ok,
+        failed=stats.failed,
+        bad_image=stats.bad_image,
+        failure_reasons=dg.MetadataValue.md(counts_markdown(stats.reasons, "reason")),
+    )
+
+
+@dg.asset(group_name=GROUP, code_version="1", kinds={"polars"})
+def image_hashes(pipeline: PipelineSettings, product_images: pl.DataFrame) -> dg.Output:
+    """phash + dhash per distinct stored image, computed once and reused across runs."""
+    stored = product_images.filter(pl.col("status") == IMAGE_STATUS_OK).select("sha256", "path")
+    previous = previous_table(pipeline, "image_hashes")
+    hashes = compute_image_hashes(stored, previous=previous)
+    reused = 0 if previous is None else hashes.join(previous, on="sha256", how="semi").height
+    return table_output(hashes, reused=reused, computed=hashes.height - reused)
+
+
+@dg.asset(group_name=GROUP, code_version="1", kinds={"polars"})
+def duplicate_clusters(
+    validated_products: pl.DataFrame, product_images: pl.DataFrame, image_hashes: pl.DataFrame
+) -> dg.Output:
+    """Exact and near-duplicate clusters per row, with placeholder and label-conflict flags."""
+    images = (
+        product_images.filter(pl.col("status") == IMAGE_STATUS_OK)
+        .select("row_id", "sha256", "width", "height")
+        .join(
+            validated_products.select(
+                "row_id", "row_index", "title", "category3_code", "full_price"
+            ),
+            on="row_id",
+        )
+    )
+    clusters = cluster_duplicates(images, image_hashes)
+    multi = clusters.filter(pl.col("cluster_size") > 1)
+    return table_output(
+        clusters,
+        clusters_with_duplicates=multi["cluster_id"].n_unique(),
+        duplicate_rows=clusters.filter(~pl.col("is_canonical")).height,
+        placeholder_rows=int(clusters["is_placeholder"].sum()),
+        label_conflict_rows=int(clusters["label_conflict"].sum()),
+    )

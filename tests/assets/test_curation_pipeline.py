@@ -1,0 +1,108 @@
+"""Dagster tier: materialize ingest → images → curation → dataset on the demo catalogue."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+import datasets
+import polars as pl
+import pytest
+
+from assets import curation, dataset, images, ingest
+from dagster_project.resources import DownloadSettings, PipelineSettings, parquet_io_manager
+
+MODULES = [ingest, images, curation, dataset]
+
+
+@pytest.fixture(scope="module")
+def pipeline_run(tmp_path_factory, demo_catalogue):
+    data_dir = str(tmp_path_factory.mktemp("pipeline") / "data")
+    resources = {
+        "pipeline": PipelineSettings(
+            data_dir=data_dir, catalogue_uri=str(demo_catalogue.catalogue_path)
+        ),
+        "downloads": DownloadSettings(),
+        "io_manager": parquet_io_manager(data_dir),
+    }
+    defs = dg.Definitions(
+        assets=dg.load_assets_from_modules(MODULES),
+        asset_checks=dg.load_asset_checks_from_modules(MODULES),
+        resources=resources,
+    )
+    instance = dg.DagsterInstance.ephemeral()
+    job = defs.resolve_implicit_global_asset_job_def()
+    result = job.execute_in_process(instance=instance)
+    return data_dir, result, job, instance
+
+
+def test_everything_materializes_and_checks_pass(pipeline_run) -> None:
+    _, result, _, _ = pipeline_run
+    assert result.success
+    checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
+    assert checks == {
+        "every_raw_row_validated_or_rejected": True,
+        "ledger_accounts_for_every_raw_row": True,
+        "no_group_straddles_splits": True,
+        "every_split_has_every_category": True,
+        "split_proportions_within_tolerance": True,
+    }
+
+
+def test_ledger_outcomes_match_the_demo_manifest(pipeline_run, demo_manifest) -> None:
+    data_dir, _, _, _ = pipeline_run
+    ledger = pl.read_parquet(f"{data_dir}/curation_ledger.parquet")
+    raw = pl.read_parquet(f"{data_dir}/raw_catalogue.parquet")
+    assert ledger.height == raw.height and ledger["row_id"].n_unique() == raw.height
+    expected = pl.DataFrame(demo_manifest["rows"]).select(
+        "row_index", "defect", "expected_outcome", "duplicate_of_row_index"
+    )
+    joined = ledger.join(expected, on="row_index").join(
+        raw.select(pl.col("row_id").alias("duplicate_of"), pl.col("row_index").alias("dup_index")),
+        on="duplicate_of",
+        how="left",
+    )
+    wrong = joined.filter(pl.col("outcome") != pl.col("expected_outcome"))
+    assert wrong.is_empty(), wrong.select("row_index", "defect", "outcome", "reason").head(20)
+    dups = joined.filter(pl.col("outcome") == "duplicate")
+    assert (dups["dup_index"] == dups["duplicate_of_row_index"]).all()
+    assert ledger.filter(pl.col("outcome") != "curated")["reason"].null_count() == 0
+
+
+def test_label_conflicts_and_placeholder_are_reported(pipeline_run, demo_manifest) -> None:
+    data_dir, _, _, _ = pipeline_run
+    clusters = pl.read_parquet(f"{data_dir}/duplicate_clusters.parquet")
+    n_placeholder = demo_manifest["defect_counts"]["placeholder"]
+    assert clusters["is_placeholder"].sum() == n_placeholder
+    planted = {e["row_index"] for e in demo_manifest["rows"] if e["label_conflict"]}
+    conflicted = set(clusters.filter(pl.col("label_conflict"))["cluster_id"])
+    planted_clusters = set(clusters.filter(pl.col("row_index").is_in(planted))["cluster_id"])
+    assert len(planted_clusters) == len(planted) and planted_clusters <= conflicted
+
+
+def test_rerunning_product_images_downloads_nothing(pipeline_run) -> None:
+    """Successful images are reused, not fetched again; only failed URLs are retried."""
+    data_dir, _, job, instance = pipeline_run
+    before = pl.read_parquet(f"{data_dir}/product_images.parquet")
+    stored = sorted(p.name for p in Path(data_dir, "images").rglob("*") if p.is_file())
+    rerun = job.execute_in_process(
+        instance=instance, asset_selection=[dg.AssetKey("product_images")]
+    )
+    assert rerun.success
+    metadata = rerun.asset_materializations_for_node("product_images")[0].metadata
+    n_ok = before.filter(pl.col("status") == "ok")["url"].n_unique()
+    assert metadata["reused"].value == metadata["ok"].value == n_ok > 2500
+    assert metadata["attempted"].value == before["url"].n_unique() - n_ok  # the failures
+    assert sorted(p.name for p in Path(data_dir, "images").rglob("*") if p.is_file()) == stored
+
+
+def test_training_dataset_round_trips(pipeline_run) -> None:
+    data_dir, _, _, _ = pipeline_run
+    dsd = datasets.load_from_disk(f"{data_dir}/hf_dataset")
+    splits = pl.read_parquet(f"{data_dir}/dataset_splits.parquet")
+    counts = dict(splits.group_by("split").len().rows())
+    assert dsd["validation"].num_rows == counts["validation"]
+    assert dsd["test"].num_rows == counts["test"]
+    assert not any(dsd["test"]["is_synthetic"]) and not any(dsd["validation"]["is_synthetic"])
+    assert dsd["train"][0]["image"].size[0] > 0
+    assert isinstance(dsd["train"].features["image"], datasets.Image)
