@@ -1,0 +1,297 @@
+"""Base vs tuned on the test split: `python -m training.evaluate --config eval.json`.
+
+Greedy generation, a strict answer parser, and metrics that mean something: the reference's
+"price error" parsed the last teacher-forced token and scored failures as 0.0; here an answer
+either parses completely or counts as a miss, and price errors are over parsed answers only
+(read them together with parse_rate). Writes eval.json (DESIGN.md shape) and eval.html.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import html
+import io
+import json
+import re
+import statistics
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from training.config import EvalConfig, TrainConfig, atomic_write_text
+from training.data import load_splits, question_and_answer
+from training.presets import BaseRef, ModelPreset, get_preset
+
+METRIC_KEYS: tuple[str, ...] = (
+    "parse_rate",
+    "category_accuracy",
+    "title_similarity",
+    "price_mae",
+    "price_mape",
+)
+TRUTH_COLUMNS: tuple[str, ...] = ("title", "category3_code", "full_price")
+PRICE_RE = re.compile(r"\d+(?:\.\d+)?")
+PRODUCT_PREFIX = "Product: "
+CATEGORY_SEP = ", Category: "
+PRICE_SEP = ", Full Price: "
+
+
+@dataclass(frozen=True)
+class ParsedAnswer:
+    title: str
+    category: str
+    price: float
+
+
+def parse_answer(text: str | None) -> ParsedAnswer | None:
+    """`Product: {title}, Category: {category}, Full Price: {price}` or None.
+
+    Split from the right (titles may contain commas, even ", Category: "); every part must be
+    non-empty and the price a plain number; trailing text after the price is a miss."""
+    if not text:
+        return None
+    text = text.strip()
+    if not text.startswith(PRODUCT_PREFIX) or PRICE_SEP not in text:
+        return None
+    head, price_text = text[len(PRODUCT_PREFIX) :].rsplit(PRICE_SEP, 1)
+    if CATEGORY_SEP not in head or not PRICE_RE.fullmatch(price_text.strip()):
+        return None
+    title, category = (part.strip() for part in head.rsplit(CATEGORY_SEP, 1))
+    if not title or not category:
+        return None
+    return ParsedAnswer(title=title, category=category, price=float(price_text))
+
+
+def _normalise(text: str) -> str:
+    return " ".join(text.casefold().split())
+
+
+def edit_distance(a: str, b: str) -> int:
+    previous = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        current = [i]
+        for j, cb in enumerate(b, 1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ca != cb)))
+        previous = current
+    return previous[-1]
+
+
+def title_similarity(predicted: str, truth: str) -> float:
+    """1 - normalised Levenshtein distance (case/whitespace-insensitive), in [0, 1]."""
+    a, b = _normalise(predicted), _normalise(truth)
+    if not a and not b:
+        return 1.0
+    return 1.0 - edit_distance(a, b) / max(len(a), len(b))
+
+
+@dataclass(frozen=True)
+class Truth:
+    title: str
+    category: str
+    price: float
+
+
+def _mean(values: Sequence[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def score(truths: Sequence[Truth], predictions: Sequence[ParsedAnswer | None]) -> dict[str, Any]:
+    """Rates are over all rows (a miss is wrong); price errors over parsed rows only."""
+    n = len(truths)
+    pairs = [(t, p) for t, p in zip(truths, predictions, strict=True) if p is not None]
+    errors = [abs(p.price - t.price) for t, p in pairs]
+    relative = [abs(p.price - t.price) / t.price for t, p in pairs if t.price > 0]
+    return {
+        "parse_rate": len(pairs) / n if n else None,
+        "category_accuracy": sum(p.category == t.category for t, p in pairs) / n if n else None,
+        "title_similarity": sum(title_similarity(p.title, t.title) for t, p in pairs) / n
+        if n
+        else None,
+        "price_mae": _mean(errors),
+        "price_mape": _mean(relative),
+    }
+
+
+def score_with_breakdown(
+    truths: Sequence[Truth], predictions: Sequence[ParsedAnswer | None]
+) -> dict[str, Any]:
+    metrics = score(truths, predictions)
+    per_category: dict[str, Any] = {}
+    for category in sorted({t.category for t in truths}):
+        idx = [i for i, t in enumerate(truths) if t.category == category]
+        part = score([truths[i] for i in idx], [predictions[i] for i in idx])
+        per_category[category] = {"n": len(idx), **part}
+    return {**metrics, "per_category": per_category}
+
+
+def baselines(train_truths: Sequence[Truth], test_truths: Sequence[Truth]) -> dict[str, Any]:
+    """No-model floors: always the train majority category / always the train median price."""
+    majority = Counter(t.category for t in train_truths).most_common(1)[0][0]
+    median = statistics.median(t.price for t in train_truths)
+    n = len(test_truths)
+    majority_metrics = dict.fromkeys(METRIC_KEYS)
+    majority_metrics["category_accuracy"] = sum(t.category == majority for t in test_truths) / n
+    median_metrics = dict.fromkeys(METRIC_KEYS)
+    median_metrics["price_mae"] = _mean([abs(median - t.price) for t in test_truths])
+    median_metrics["price_mape"] = _mean(
+        [abs(median - t.price) / t.price for t in test_truths if t.price > 0]
+    )
+    return {
+        "majority_category": {**majority_metrics, "value": majority},
+        "median_price": {**median_metrics, "value": median},
+    }
+
+
+def truth_of(row: dict[str, Any]) -> Truth:
+    return Truth(str(row["title"]), str(row["category3_code"]), float(row["full_price"]))
+
+
+def original_train_truths(train: Any) -> list[Truth]:
+    """Baseline statistics from real catalogue rows: synthetic variants (oversampling,
+    augmentations) would skew the majority category and the median price."""
+    columns = [c for c in (*TRUTH_COLUMNS, "is_synthetic") if c in train.column_names]
+    return [truth_of(r) for r in train.select_columns(columns) if not r.get("is_synthetic")]
+
+
+def load_model_for_eval(model_dir: Path, with_adapter: bool = True) -> tuple[Any, Any, ModelPreset]:
+    """Base (as recorded in lineage.json) + the best adapter, on the best available device."""
+    from peft import PeftModel
+
+    from training.train import ADAPTER_DIR, PROCESSOR_DIR, resolve_precision
+
+    lineage = json.loads((model_dir / "lineage.json").read_text())
+    config = TrainConfig.from_dict(lineage["config"])
+    base = lineage["base_model"]
+    preset = get_preset(base.get("preset") or config.preset)
+    preset.preflight()
+    path = str(model_dir / base["path"]) if (model_dir / base["path"]).is_dir() else base["path"]
+    ref = BaseRef(path=path, model_id=base["id"], revision=base.get("revision"))
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = torch.bfloat16 if resolve_precision(config.bf16, device) else torch.float32
+    processor = preset.load_processor(BaseRef(str(model_dir / PROCESSOR_DIR), ref.model_id, None))
+    model = preset.load_model(ref, dtype)
+    if with_adapter:
+        model = PeftModel.from_pretrained(model, str(model_dir / ADAPTER_DIR))
+    return model.to(device).eval(), processor, preset
+
+
+@torch.no_grad()
+def generate_answers(
+    model: Any,
+    processor: Any,
+    preset: ModelPreset,
+    rows: Sequence[dict[str, Any]],
+    batch_size: int = 32,
+    max_new_tokens: int = 48,
+) -> list[str]:
+    """Batched greedy decoding, left-padded so every row's answer starts at the same column."""
+    device = next(model.parameters()).device
+    pad_id = processor.tokenizer.pad_token_id
+    answers: list[str] = []
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start : start + batch_size]
+        prompts = [preset.prompt_text(processor, question_and_answer(r)[0]) for r in chunk]
+        images = [r["image"].convert("RGB") for r in chunk]
+        enc = preset.encode(processor, prompts, images, padding_side="left")
+        enc = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in enc.items()}
+        out = model.generate(
+            **enc,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            eos_token_id=preset.stop_token_ids(processor),
+            pad_token_id=pad_id,
+        )
+        new_tokens = out[:, enc["input_ids"].shape[1] :]
+        answers.extend(
+            t.strip()
+            for t in processor.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+        )
+    return answers
+
+
+def thumbnail_data_uri(image: Any, size: int = 96) -> str:
+    thumb = image.convert("RGB").copy()
+    thumb.thumbnail((size, size))
+    buffer = io.BytesIO()
+    thumb.save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def render_html(
+    rows: Sequence[dict[str, Any]], predictions: dict[str, list[str]], limit: int
+) -> str:
+    """A self-contained page (inline thumbnails): truth vs each model's raw answer."""
+    names = list(predictions)
+    head = "".join(f"<th>{html.escape(n)}</th>" for n in names)
+    body = []
+    for i, row in enumerate(rows[:limit]):
+        cells = []
+        for name in names:
+            text = predictions[name][i]
+            ok = parse_answer(text) is not None and text.strip() == row["answer"]
+            cells.append(f"<td class={'ok' if ok else 'bad'}>{html.escape(text)}</td>")
+        body.append(
+            f"<tr><td><img src='{thumbnail_data_uri(row['image'])}'></td>"
+            f"<td>{html.escape(row['answer'])}</td>{''.join(cells)}</tr>"
+        )
+    style = "td{font:12px monospace;padding:4px;border:1px solid #ddd}.ok{background:#dfd}"
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>eval</title><style>{style}"
+        f"</style></head><body><table><tr><th>image</th><th>truth</th>{head}</tr>"
+        f"{''.join(body)}</table></body></html>"
+    )
+
+
+def evaluate(config: EvalConfig) -> dict[str, Any]:
+    model_dir = Path(config.model_dir)
+    out_dir = Path(config.output_dir or config.model_dir)
+    torch.manual_seed(config.seed)
+    dataset = load_splits(config.dataset_dir)
+    test = dataset[config.split]
+    if config.max_samples:
+        test = test.select(range(min(config.max_samples, len(test))))
+    rows = [test[i] for i in range(len(test))]
+    truths = [truth_of(r) for r in rows]
+    model, processor, preset = load_model_for_eval(model_dir, with_adapter=True)
+    gen = {"batch_size": config.batch_size, "max_new_tokens": config.max_new_tokens}
+    predictions = {"tuned": generate_answers(model, processor, preset, rows, **gen)}
+    if config.include_base:
+        with model.disable_adapter():  # same weights minus LoRA and modules_to_save
+            predictions["base"] = generate_answers(model, processor, preset, rows, **gen)
+    train_truths = original_train_truths(dataset["train"])
+    result: dict[str, Any] = {"n_test": len(rows)}
+    for name in ("tuned", "base"):
+        texts = predictions.get(name)
+        parsed = [parse_answer(t) for t in texts] if texts is not None else None
+        result[name] = (
+            score_with_breakdown(truths, parsed) if parsed else dict.fromkeys(METRIC_KEYS)
+        )
+    result["baselines"] = baselines(train_truths, truths)
+    result["samples"] = [
+        {"row_id": r["row_id"], "truth": r["answer"], **{k: v[i] for k, v in predictions.items()}}
+        for i, r in enumerate(rows[:20])
+    ]
+    atomic_write_text(out_dir / "eval.json", json.dumps(result, indent=2))
+    atomic_write_text(out_dir / "eval.html", render_html(rows, predictions, config.html_rows))
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", required=True, help="EvalConfig JSON file")
+    args = parser.parse_args(argv)
+    result = evaluate(EvalConfig.load(args.config))
+    summary = {k: result[k] for k in ("n_test", "tuned", "base", "baselines")}
+    for block in (summary["tuned"], summary["base"]):
+        block.pop("per_category", None)
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,423 @@
+"""LoRA fine-tuning: `python -m training.train --config cfg.json` or `train(TrainConfig(...))`.
+
+One readable loop (nanoGPT style): AdamW, linear warmup + cosine decay, gradient accumulation,
+bf16 autocast on CUDA / fp32 on CPU, periodic validation loss keeping the best adapter, and a
+resumable checkpoint (safetensors + JSON, no pickle) that a crashed run picks up automatically.
+Progress lines on stdout are JSON objects with an "event" key.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import shutil
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from training.checkpoint import TrainState, list_checkpoints, load_checkpoint, save_checkpoint
+from training.collate import IGNORE_INDEX, VLMCollator
+from training.config import TrainConfig, atomic_write_text
+from training.data import (
+    SampleView,
+    combined_fingerprint,
+    dataset_fingerprints,
+    load_splits,
+    split_row_ids_sha256,
+    tokenizer_corpus,
+)
+from training.lineage import build_lineage
+from training.presets import BaseRef, ModelPreset, get_preset
+from training.tracking import Tracker, start_tracker
+
+ADAPTER_DIR = "adapter"
+PROCESSOR_DIR = "processor"
+BASE_MODEL_DIR = "base_model"  # the tiny preset's locally built base travels with the adapter
+CHECKPOINT_DIR = "checkpoints"
+
+
+@dataclass
+class TrainResult:
+    output_dir: str
+    adapter_dir: str
+    steps: int
+    best_val_loss: float | None
+    final_val_loss: float | None
+    resumed_from_step: int | None
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Run:
+    """Everything the loop needs, built once by `setup`."""
+
+    config: TrainConfig
+    preset: ModelPreset
+    ref: BaseRef
+    dataset: Any
+    processor: Any
+    model: Any
+    device: torch.device
+    use_bf16: bool
+    collator: VLMCollator
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    total_steps: int
+    state: TrainState
+    resumed_from: int | None
+    tracker: Tracker
+    out: Path
+
+
+def emit(event: str, **values: Any) -> None:
+    """One JSON object per line: trivially parsed by the Dagster asset or a shell pipeline."""
+    print(json.dumps({"event": event, **values}), flush=True)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+
+
+def resolve_precision(setting: str, device: torch.device) -> bool:
+    """bf16 only where it is fast and supported; CPU bf16 autocast is slower and less exact."""
+    if setting == "auto":
+        return device.type == "cuda" and torch.cuda.is_bf16_supported()
+    return setting.lower() in ("true", "1", "yes")
+
+
+def warmup_cosine(total_steps: int, warmup_steps: int) -> Any:
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / max(1, warmup_steps)
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+def attach_lora(model: Any, preset: ModelPreset, config: TrainConfig) -> Any:
+    from peft import LoraConfig, get_peft_model
+
+    lora = LoraConfig(
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=preset.lora_target_modules,
+        modules_to_save=list(preset.modules_to_save) or None,
+        bias="none",
+    )
+    return get_peft_model(model, lora)
+
+
+def build_optimizer(model: Any, config: TrainConfig) -> torch.optim.Optimizer:
+    """Decay matrices only: decaying norms/biases just fights the signal."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in params if p.ndim >= 2], "weight_decay": config.weight_decay},
+        {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=config.learning_rate, betas=(0.9, 0.95))
+
+
+def count_total_steps(config: TrainConfig, n_train: int) -> int:
+    if config.max_steps:
+        return config.max_steps
+    batches = math.ceil(n_train / config.per_device_batch_size)
+    return max(1, math.ceil(config.num_epochs * batches / config.grad_accum_steps))
+
+
+def batch_stream(n: int, batch_size: int, seed: int, start: int) -> Iterator[list[int]]:
+    """Micro-batches of indices, reshuffled each epoch from (seed, epoch): resuming at micro-batch
+    `start` replays exactly the order an uninterrupted run would have seen, without loading the
+    skipped images."""
+    per_epoch = math.ceil(n / batch_size)
+    index = start
+    while True:
+        epoch, offset = divmod(index, per_epoch)
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed + epoch)).tolist()
+        for b in range(offset, per_epoch):
+            yield order[b * batch_size : (b + 1) * batch_size]
+            index += 1
+
+
+def make_loader(view: Any, collator: VLMCollator, batches: Any, workers: int) -> Any:
+    from torch.utils.data import DataLoader
+
+    # Own generator: creating a loader iterator draws a seed, which must not come from the
+    # global RNG (that would shift dropout masks between a resumed and an uninterrupted run).
+    return DataLoader(
+        view,
+        batch_sampler=batches,
+        collate_fn=collator,
+        num_workers=workers,
+        generator=torch.Generator().manual_seed(0),
+    )
+
+
+def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+def load_base(config: TrainConfig, dataset: Any) -> tuple[ModelPreset, BaseRef, Any, Any]:
+    preset = get_preset(config.preset)
+    preset.preflight()
+    ref = preset.resolve(config, lambda: tokenizer_corpus(dataset["train"]))
+    processor = preset.load_processor(ref)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = torch.bfloat16 if resolve_precision(config.bf16, device) else torch.float32
+    model = preset.load_model(ref, dtype)
+    return preset, ref, processor, model
+
+
+def setup(config: TrainConfig) -> Run:
+    out = Path(config.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    seed_everything(config.seed)
+    dataset = load_splits(config.dataset_dir)
+    preset, ref, processor, model = load_base(config, dataset)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    # Re-seed: whether the base was just built or came from cache must not shift the LoRA init.
+    seed_everything(config.seed)
+    model = attach_lora(model, preset, config)
+    if config.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
+    model.to(device)
+    total = count_total_steps(config, len(dataset["train"]))
+    optimizer = build_optimizer(model, config)
+    warmup = int(config.warmup_ratio * total)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(total, warmup))
+    state, resumed = TrainState(), None
+    checkpoints = list_checkpoints(out / CHECKPOINT_DIR)
+    if checkpoints:
+        state = load_checkpoint(checkpoints[-1], model, optimizer, scheduler)
+        resumed = state.step
+        emit("resume", step=state.step, checkpoint=str(checkpoints[-1]))
+    tracker = start_tracker(
+        config.wandb_project,
+        config.resolved_wandb_mode(),
+        config.to_dict(),
+        out / "wandb",
+        config.wandb_dataset_artifact,
+        name=out.name,
+    )
+    collator = VLMCollator(processor, preset, config.max_length)
+    use_bf16 = resolve_precision(config.bf16, device)
+    return Run(
+        config, preset, ref, dataset, processor, model, device, use_bf16, collator,
+        optimizer, scheduler, total, state, resumed, tracker, out,
+    )  # fmt: skip
+
+
+def forward_loss(run: Run, batch: dict[str, Any]) -> torch.Tensor:
+    with torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=run.use_bf16):
+        return run.model(**to_device(batch, run.device)).loss
+
+
+@torch.no_grad()
+def validation_loss(run: Run) -> float:
+    """Token-weighted mean over the validation split (batch means would overweight short rows)."""
+    run.model.eval()
+    view = SampleView(run.dataset["validation"])
+    bs = run.config.per_device_batch_size
+    batches = [list(range(i, min(i + bs, len(view)))) for i in range(0, len(view), bs)]
+    batches = batches[: run.config.max_eval_batches or None]
+    total, tokens = 0.0, 0
+    for batch in make_loader(view, run.collator, batches, run.config.num_workers):
+        n = int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
+        total += float(forward_loss(run, batch)) * n
+        tokens += n
+    run.model.train()
+    return total / max(1, tokens)
+
+
+def save_adapter(run: Run, target: Path) -> None:
+    """Swap in the new adapter folder whole, so readers never see a mix of two adapters."""
+    tmp = target.with_name(f".{target.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    run.model.save_pretrained(str(tmp))
+    old = target.with_name(f".{target.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if target.exists():
+        target.rename(old)
+    tmp.rename(target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def evaluate_and_keep_best(run: Run) -> float:
+    val = validation_loss(run)
+    state = run.state
+    if state.best_val_loss is None or val < state.best_val_loss:
+        state.best_val_loss, state.best_step = val, state.step
+        save_adapter(run, run.out / ADAPTER_DIR)
+    state.history.append({"step": state.step, "val_loss": val})
+    emit("eval", step=state.step, val_loss=round(val, 5), best_val_loss=state.best_val_loss)
+    run.tracker.log({"val/loss": val, "val/best_loss": state.best_val_loss}, step=state.step)
+    return val
+
+
+def optimizer_step(run: Run, batches: Iterator[dict[str, Any]]) -> tuple[float, int]:
+    """One optimizer step over grad_accum_steps micro-batches; returns (mean loss, samples)."""
+    accum, loss_sum, samples = run.config.grad_accum_steps, 0.0, 0
+    for _ in range(accum):
+        batch = next(batches)
+        loss = forward_loss(run, batch) / accum
+        loss.backward()
+        loss_sum += float(loss.detach())
+        samples += int(batch["input_ids"].shape[0])
+    params = [p for p in run.model.parameters() if p.requires_grad]
+    torch.nn.utils.clip_grad_norm_(params, run.config.max_grad_norm)
+    run.optimizer.step()
+    run.scheduler.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    return loss_sum, samples
+
+
+def progress_bar(total: int, initial: int) -> Any:
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, initial=initial, desc="train", file=sys.stderr, disable=None)
+
+
+def train_loop(run: Run) -> float | None:
+    cfg, state = run.config, run.state
+    start_micro = state.step * cfg.grad_accum_steps
+    stream = batch_stream(
+        len(run.dataset["train"]), cfg.per_device_batch_size, cfg.seed, start_micro
+    )
+    loader = make_loader(SampleView(run.dataset["train"]), run.collator, stream, cfg.num_workers)
+    batches, bar, last_val = iter(loader), progress_bar(run.total_steps, state.step), None
+    run.model.train()
+    while state.step < run.total_steps:
+        started = time.perf_counter()
+        loss, samples = optimizer_step(run, batches)
+        elapsed = time.perf_counter() - started
+        state.step += 1
+        state.samples_seen += samples
+        state.train_seconds += elapsed
+        lr = run.scheduler.get_last_lr()[0]
+        emit("train", step=state.step, loss=round(loss, 5), lr=lr, samples_per_s=samples / elapsed)
+        run.tracker.log({"train/loss": loss, "train/lr": lr}, step=state.step)
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.3f}")
+        done = state.step == run.total_steps
+        if done or (cfg.eval_every_steps and state.step % cfg.eval_every_steps == 0):
+            last_val = evaluate_and_keep_best(run)
+        if done or (cfg.save_every_steps and state.step % cfg.save_every_steps == 0):
+            save_checkpoint(
+                run.out / CHECKPOINT_DIR, run.model, run.optimizer, run.scheduler, state
+            )
+    if bar is not None:
+        bar.close()
+    return last_val
+
+
+def finish_outputs(run: Run, final_val: float | None) -> dict[str, Any]:
+    """Processor, base (tiny), metrics.json and lineage.json next to the best adapter."""
+    out, state = run.out, run.state
+    run.processor.save_pretrained(str(out / PROCESSOR_DIR))
+    base_path = run.ref.path
+    if run.preset.name == "tiny":
+        shutil.copytree(run.ref.path, out / BASE_MODEL_DIR, dirs_exist_ok=True)
+        base_path = BASE_MODEL_DIR
+    metrics = {
+        "final_val_loss": final_val,
+        "best_val_loss": state.best_val_loss,
+        "best_step": state.best_step,
+        "steps": state.step,
+        "samples_seen": state.samples_seen,
+        "train_seconds": round(state.train_seconds, 3),
+        "samples_per_s": state.samples_seen / state.train_seconds if state.train_seconds else None,
+        "resumed_from_step": run.resumed_from,
+        "history": state.history,
+    }
+    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
+    commit = getattr(getattr(run.model, "config", None), "_commit_hash", None)
+    base = {"id": run.ref.model_id, "revision": run.ref.revision, "path": base_path}
+    base["commit"] = commit
+    base["preset"] = run.preset.name
+    fingerprints = dataset_fingerprints(run.dataset)
+    lineage = build_lineage(
+        run.config,
+        base,
+        combined_fingerprint(fingerprints),
+        fingerprints,
+        split_row_ids_sha256(run.dataset),
+        {name: len(split) for name, split in run.dataset.items()},
+        run.tracker.reference(),
+        {k: v for k, v in metrics.items() if k != "history"},
+    )
+    atomic_write_text(out / "lineage.json", json.dumps(lineage, indent=2, default=str))
+    return metrics
+
+
+def log_sample_predictions(run: Run, n: int = 8) -> None:
+    """A W&B table of what the best adapter answers on validation images (skipped untracked)."""
+    if type(run.tracker) is Tracker:
+        return
+    from training.evaluate import generate_answers, load_model_for_eval
+
+    model, processor, preset = load_model_for_eval(run.out, with_adapter=True)
+    rows = [run.dataset["validation"][i] for i in range(min(n, len(run.dataset["validation"])))]
+    predictions = generate_answers(model, processor, preset, rows, batch_size=n)
+    table = [
+        {"image": r["image"], "truth": r["answer"], "prediction": p}
+        for r, p in zip(rows, predictions, strict=True)
+    ]
+    run.tracker.log_predictions(table, step=run.state.step)
+
+
+def train(config: TrainConfig) -> TrainResult:
+    run = setup(config)
+    try:
+        emit(
+            "start",
+            total_steps=run.total_steps,
+            base_model=run.ref.model_id,
+            device=str(run.device),
+        )
+        final_val = train_loop(run)
+        if final_val is None:  # resumed a finished run: nothing trained, just re-measure
+            final_val = evaluate_and_keep_best(run)
+        metrics = finish_outputs(run, final_val)
+        log_sample_predictions(run)
+        run.tracker.set_summary({k: v for k, v in metrics.items() if k != "history"})
+        run.tracker.log_adapter(run.out / ADAPTER_DIR, f"adapter-{run.out.name}", metrics)
+    finally:
+        run.tracker.finish()
+    emit("done", **{k: v for k, v in metrics.items() if k != "history"})
+    return TrainResult(
+        output_dir=str(run.out),
+        adapter_dir=str(run.out / ADAPTER_DIR),
+        steps=run.state.step,
+        best_val_loss=run.state.best_val_loss,
+        final_val_loss=final_val,
+        resumed_from_step=run.resumed_from,
+        metrics=metrics,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", required=True, help="TrainConfig JSON file")
+    args = parser.parse_args(argv)
+    result = train(TrainConfig.load(args.config))
+    print(json.dumps(asdict(result), default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
