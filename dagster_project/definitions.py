@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from assets import curation, dataset, images, ingest
+from assets import curation, dataset, images, ingest, model
 from dagster_project.automation import (
     build_dataset_job,
     catalogue_changed_sensor,
@@ -18,7 +18,7 @@ from dagster_project.resources import (
     pipeline_settings_from_env,
 )
 
-ASSET_MODULES = [ingest, images, curation, dataset]
+ASSET_MODULES = [ingest, images, curation, dataset, model]
 
 
 def build_definitions() -> dg.Definitions:
