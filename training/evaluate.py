@@ -25,6 +25,7 @@ import torch
 
 from training.config import EvalConfig, TrainConfig, atomic_write_text
 from training.data import load_splits, question_and_answer
+from training.pipes import dagster_pipes_session
 from training.presets import BaseRef, ModelPreset, get_preset
 
 METRIC_KEYS: tuple[str, ...] = (
@@ -285,7 +286,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True, help="EvalConfig JSON file")
     args = parser.parse_args(argv)
-    result = evaluate(EvalConfig.load(args.config))
+    with dagster_pipes_session():
+        result = evaluate(EvalConfig.load(args.config))
     summary = {k: result[k] for k in ("n_test", "tuned", "base", "baselines")}
     for block in (summary["tuned"], summary["base"]):
         block.pop("per_category", None)

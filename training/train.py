@@ -34,6 +34,8 @@ from training.data import (
     tokenizer_corpus,
 )
 from training.lineage import build_lineage
+from training.pipes import dagster_pipes_session
+from training.pipes import forward as forward_to_dagster
 from training.presets import BaseRef, ModelPreset, get_preset
 from training.tracking import Tracker, start_tracker
 
@@ -79,6 +81,7 @@ class Run:
 def emit(event: str, **values: Any) -> None:
     """One JSON object per line: trivially parsed by the Dagster asset or a shell pipeline."""
     print(json.dumps({"event": event, **values}), flush=True)
+    forward_to_dagster(event, values)
 
 
 def seed_everything(seed: int) -> None:
@@ -414,7 +417,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True, help="TrainConfig JSON file")
     args = parser.parse_args(argv)
-    result = train(TrainConfig.load(args.config))
+    with dagster_pipes_session():
+        result = train(TrainConfig.load(args.config))
     print(json.dumps(asdict(result), default=str))
     return 0
 

@@ -61,6 +61,9 @@ def test_train_and_evaluate_assets(tmp_path: Path) -> None:
         } <= evaluation[who].keys()
     metadata = result.asset_materializations_for_node("model_evaluation")[0].metadata
     assert metadata["n_test"].value == 8
+    # Training progress streamed into the Dagster run through Pipes.
+    messages = [e.user_message for e in instance.all_logs(result.run_id)]
+    assert any('"event": "done"' in m for m in messages)
     # The check ran (3 steps cannot beat the baselines; that it can fail is the point).
     checks = result.get_asset_check_evaluations()
     assert [c.check_name for c in checks] == ["tuned_beats_base_and_baselines"]

@@ -1,0 +1,39 @@
+"""Optional Dagster Pipes bridge: when launched by the `lora_adapter` / `model_evaluation`
+assets, progress lines also land in the Dagster event log. Standalone (or on a GPU box without
+`dagster-pipes`) everything here is a no-op, so `training` never needs Dagster installed."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+_session: Any = None  # the open PipesContext, when there is one
+
+
+@contextmanager
+def dagster_pipes_session() -> Iterator[Any]:
+    """Open Pipes if (and only if) a Dagster orchestrator launched this process."""
+    global _session
+    if "DAGSTER_PIPES_CONTEXT" not in os.environ:
+        yield None
+        return
+    try:
+        from dagster_pipes import open_dagster_pipes  # optional dependency
+    except ImportError:
+        yield None
+        return
+    with open_dagster_pipes() as pipes:
+        _session = pipes
+        try:
+            yield pipes
+        finally:
+            _session = None
+
+
+def forward(event: str, values: dict[str, Any]) -> None:
+    """Send one progress event to the Dagster run log (no-op outside Pipes)."""
+    if _session is not None:
+        _session.log.info(json.dumps({"event": event, **values}, default=str))
