@@ -12,6 +12,8 @@ unusual spellings) is left to pydantic rather than re-implemented.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
 from typing import Any
 
 import polars as pl
@@ -33,13 +35,13 @@ from schemas.tables import (
 
 # Cells the vectorised path decides: printable ASCII only. Unicode whitespace, case mapping and
 # control characters differ in small ways between Python and Rust; pydantic handles those rows.
-_DECIDABLE_TEXT = r"^[\x20-\x7e]*$"
+_UNDECIDABLE_CHAR = r"[^\x20-\x7e]"
 # The model's str_max_length; longer raw cells go to pydantic (cleaning only shortens text).
 _MAX_DECIDABLE_CHARS = 2048
 # Plain decimal numbers (after commas are removed). float() also takes "1_000", "inf", " 1",
 # "١٢"; anything but this shape is left to pydantic.
 _PLAIN_NUMBER = r"^[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?$"
-_URL_SCHEME = r"^([A-Za-z][A-Za-z0-9+.\-]*):"
+_LOCAL_SCHEMES = frozenset({"file", "memory"})  # the model wants a path, not a host
 _TRUE_WORDS = ["1", "1.0", "true", "t", "yes", "y"]
 _FALSE_WORDS = ["0", "0.0", "false", "f", "no", "n"]
 _CATEGORY_COLUMNS = ("category1_code", "category2_code", "category3_code")
@@ -112,29 +114,23 @@ def _title() -> tuple[pl.Expr, pl.Expr]:
     return value, value.is_not_null() & (value != "") & (value.str.len_chars() <= MAX_TITLE_CHARS)
 
 
+def _scheme_prefix(schemes: Iterable[str]) -> str:
+    return "(?i)^(?:" + "|".join(sorted(re.escape(s) for s in schemes)) + "):"
+
+
+# urlsplit's rules as two whole-string patterns (no capture groups: polars runs these as fast
+# DFA scans). Network schemes need a non-empty netloc: "//" then a character outside "/?#".
+# Local ones need a path that is neither "" nor "/": after an optional "//netloc" there is a
+# "/" followed by more path, or (without "//") a first path character, or "/x".
+_NETWORK_URL = _scheme_prefix(KNOWN_URL_SCHEMES - _LOCAL_SCHEMES) + r"//[^/?#]"
+_LOCAL_URL = _scheme_prefix(_LOCAL_SCHEMES) + r"(?://[^/?#]*/[^?#]|[^/?#]|/[^/?#])"
+
+
 def _image_url() -> tuple[pl.Expr, pl.Expr]:
-    """urlsplit's scheme / netloc / path rules, for URLs with no spaces and no brackets."""
+    """For URLs without spaces or IPv6 brackets (those go to pydantic and urlsplit)."""
     value = _clean("imageurl")
-    scheme = value.str.extract(_URL_SCHEME, 1).str.to_lowercase()
-    rest = value.str.replace(_URL_SCHEME, "")
-    after_slashes = rest.str.slice(2)
-    has_netloc = rest.str.starts_with("//")
-    netloc = pl.when(has_netloc).then(after_slashes.str.extract(r"^([^/?#]*)", 1)).otherwise(None)
-    tail = pl.when(has_netloc).then(after_slashes.str.replace(r"^[^/?#]*", "")).otherwise(rest)
-    path = tail.str.extract(r"^([^?#]*)", 1)
-    local = scheme.is_in(["file", "memory"])
-    where_ok = (
-        pl.when(local)
-        .then((path != "") & (path != "/"))
-        .otherwise(netloc.is_not_null() & (netloc != ""))
-    )
-    ok = (
-        value.is_not_null()
-        & scheme.is_in(sorted(KNOWN_URL_SCHEMES))
-        & ~value.str.contains(r"[ \[\]]")
-        & where_ok
-    )
-    return value, ok
+    shape_ok = value.str.contains(_NETWORK_URL) | value.str.contains(_LOCAL_URL)
+    return value, value.is_not_null() & ~value.str.contains(r"[ \[\]]") & shape_ok
 
 
 def _price(name: str, required: bool) -> tuple[pl.Expr, pl.Expr]:
@@ -155,40 +151,51 @@ def _discount_flag() -> tuple[pl.Expr, pl.Expr]:
     return value.otherwise(None), ok
 
 
-def _decidable() -> pl.Expr:
-    cells = [
-        pl.col(name).is_null()
-        | (
-            pl.col(name).str.contains(_DECIDABLE_TEXT)
-            & (pl.col(name).str.len_chars() <= _MAX_DECIDABLE_CHARS)
-        )
-        for name in CATALOGUE_COLUMNS
-    ]
-    return pl.all_horizontal(cells)
+def _decidable(name: str) -> pl.Expr:
+    cell = pl.col(name)
+    short = cell.str.len_bytes() <= _MAX_DECIDABLE_CHARS
+    return cell.is_null() | (~cell.str.contains(_UNDECIDABLE_CHAR) & short)
 
 
-def _rules() -> tuple[dict[str, pl.Expr], list[pl.Expr]]:
-    """Normalised value per output column, and every condition a valid row meets."""
-    values: dict[str, pl.Expr] = {}
-    oks: list[pl.Expr] = [_decidable()]
-    for name in _OPTIONAL_TEXT_COLUMNS:
-        values[name] = _blank_to_null(_clean(name))
-    for name in _UPPER_CODE_COLUMNS:
-        values[name] = _blank_to_null(_clean(name)).str.to_uppercase()
-    checked = {name: _category(name) for name in _CATEGORY_COLUMNS}
-    checked["product_code"] = _product_code("product_code")
-    checked["title"] = _title()
-    checked["imageurl"] = _image_url()
-    checked["full_price"] = _price("full_price", required=True)
-    checked["price"] = _price("price", required=True)
-    checked["full_price_eur"] = _price("full_price_eur", required=False)
-    checked["price_eur"] = _price("price_eur", required=False)
-    checked["flg_discount"] = _discount_flag()
-    for name, (value, ok) in checked.items():
-        values[name] = value
-        oks.append(ok)
-    oks.append(checked["price"][0] <= checked["full_price"][0])
-    return values, oks
+def _column_rule(name: str) -> tuple[pl.Expr, pl.Expr]:
+    """(normalised value, ok) for one column; ok is False where the cell is not decidable."""
+    if name in _OPTIONAL_TEXT_COLUMNS:
+        value, ok = _blank_to_null(_clean(name)), pl.lit(True)
+    elif name in _UPPER_CODE_COLUMNS:
+        value, ok = _blank_to_null(_clean(name)).str.to_uppercase(), pl.lit(True)
+    elif name in _CATEGORY_COLUMNS:
+        value, ok = _category(name)
+    elif name == "product_code":
+        value, ok = _product_code(name)
+    elif name == "title":
+        value, ok = _title()
+    elif name == "imageurl":
+        value, ok = _image_url()
+    elif name == "flg_discount":
+        value, ok = _discount_flag()
+    else:
+        value, ok = _price(name, required=name in ("full_price", "price"))
+    return value.alias(f"__{name}"), (ok & _decidable(name)).fill_null(False).alias(f"__ok_{name}")
+
+
+def _judge(frame: pl.DataFrame) -> pl.DataFrame:
+    """The frame with a position, every column's normalised value (`__name`) and `__ok`.
+
+    Catalogues repeat brand, date, country, categories and flag on every row: a column with
+    few distinct values is judged once per distinct value and joined back.
+    """
+    judged = frame.with_row_index(_POS)
+    direct: list[pl.Expr] = []
+    for name in CATALOGUE_COLUMNS:
+        value, ok = _column_rule(name)
+        if judged.get_column(name).n_unique() * 4 > judged.height:
+            direct += [value, ok]
+            continue
+        lookup = judged.select(pl.col(name).unique()).with_columns(value, ok)
+        judged = judged.join(lookup, on=name, how="left", nulls_equal=True, maintain_order="left")
+    price_ok = pl.col("__price") <= pl.col("__full_price")
+    oks = [pl.col(f"__ok_{name}") for name in CATALOGUE_COLUMNS] + [price_ok]
+    return judged.with_columns(direct).with_columns(__ok=pl.all_horizontal(oks).fill_null(False))
 
 
 def _all_text(raw: pl.DataFrame) -> pl.DataFrame | None:
@@ -211,10 +218,12 @@ def validate_catalogue(raw: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     frame = _all_text(raw)
     if frame is None:
         return validate_catalogue_reference(raw)
-    values, oks = _rules()
-    judged = frame.with_row_index(_POS).with_columns(__ok=pl.all_horizontal(oks).fill_null(False))
+    judged = _judge(frame)
     fast = judged.filter(pl.col("__ok")).select(
-        _POS, "row_index", "row_id", *(values[name].alias(name) for name in CATALOGUE_COLUMNS)
+        _POS,
+        "row_index",
+        "row_id",
+        *(pl.col(f"__{name}").alias(name) for name in CATALOGUE_COLUMNS),
     )
     doubtful = judged.filter(~pl.col("__ok"))
     validated, rejected, accepted = _validate_records(doubtful)
