@@ -1,0 +1,1 @@
+"""Benchmarks (not tests): each module compares ours with a baseline in the same run."""
