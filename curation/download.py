@@ -13,11 +13,15 @@ Other schemes (file, s3, gcs, memory, ...) go through fsspec when the policy all
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import io
 import ipaddress
+import json
 import random
 import re
 import socket
+import threading
 import time
 import zlib
 from collections import Counter
@@ -303,8 +307,13 @@ def _check_pixels(width: int, height: int, max_pixels: int) -> None:
         )
 
 
+_OBJECT_REPR = re.compile(r"<[^<>]* at 0x[0-9a-fA-F]+>")
+
+
 def _decoder_error(exc: Exception) -> BadImageError:
-    message = str(exc) or type(exc).__name__
+    # Pillow names the buffer by its memory address ("<_io.BytesIO object at 0x7f…>"): the
+    # reason feeds the data version, so it must read the same on every run.
+    message = _OBJECT_REPR.sub("<image bytes>", str(exc)) or type(exc).__name__
     if isinstance(exc, EOFError) or "truncat" in message.lower():
         return BadImageError(REASON_TRUNCATED, message[:120])
     return BadImageError(REASON_CORRUPT, message[:120])
@@ -326,11 +335,25 @@ def _check_scheme(url: str, policy: DownloadPolicy, *, redirect: bool = False) -
     return scheme
 
 
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+
+
+def _embedded_ipv4(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> ipaddress._BaseAddress:
+    """The IPv4 address an IPv6 one stands for (mapped, NAT64, 6to4), which is where packets
+    end up: `64:ff9b::a9fe:a9fe` is the metadata service to a NAT64 gateway, and
+    `is_global` alone calls it public."""
+    if not isinstance(ip, ipaddress.IPv6Address):
+        return ip
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip in _NAT64:
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return ip.sixtofour or ip
+
+
 def address_problem(address: str, policy: DownloadPolicy) -> str | None:
     """Why the policy forbids connecting to this IP address, or None when it may."""
-    ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    ip = _embedded_ipv4(ipaddress.ip_address(address.split("%", 1)[0]))
     if policy.allow_private_hosts:
         return None
     if ip in _METADATA_ADDRESSES:
@@ -382,6 +405,84 @@ class _Deadline:
         if left <= 0:
             raise FetchError(REASON_DEADLINE, f"exceeded {self.budget_s:g}s")
         return left
+
+
+class _Watchdog:
+    """Cuts the connection when the URL's deadline passes, whatever the reader is blocked in.
+
+    Socket timeouts bound each recv, not the total: a server that drips one byte of its status
+    line or headers every second never trips them, and http.client reads headers inside
+    urlopen where no deadline check can run. Shutting the socket down from a timer thread
+    makes the blocked recv return at once; the caller then reports `deadline`.
+    """
+
+    def __init__(self, deadline: _Deadline) -> None:
+        self._lock = threading.Lock()
+        self._sockets: list[socket.socket] = []
+        self.fired = False
+        self._timer = threading.Timer(max(0.0, deadline.remaining()), self._fire)
+        self._timer.daemon = True
+
+    def __enter__(self) -> _Watchdog:
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._timer.cancel()
+
+    def watch(self, sock: socket.socket | None) -> None:
+        if sock is None:
+            return
+        with self._lock:
+            self._sockets.append(sock)
+            if self.fired:
+                _shutdown(sock)
+
+    def _fire(self) -> None:
+        with self._lock:
+            self.fired = True
+            for sock in self._sockets:
+                _shutdown(sock)
+
+
+def _shutdown(sock: socket.socket) -> None:
+    # socket.socket.shutdown, not SSLSocket.shutdown: the latter tears down TLS state that the
+    # reading thread is still using. A socket already closed (fd -1) just raises OSError.
+    with contextlib.suppress(OSError):
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
+class _WatchedConnectionMixin:
+    """Registers the raw socket (covers the TLS handshake) and the final one with a watchdog."""
+
+    def __init__(self, *args: Any, watchdog: _Watchdog, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._watchdog = watchdog
+
+    def _new_conn(self) -> socket.socket:
+        sock = super()._new_conn()  # type: ignore[misc]
+        self._watchdog.watch(sock)
+        return sock
+
+    def connect(self) -> None:
+        super().connect()  # type: ignore[misc]
+        self._watchdog.watch(self.sock)  # type: ignore[attr-defined]
+
+
+class _WatchedHTTPConnection(_WatchedConnectionMixin, urllib3.connection.HTTPConnection):
+    pass
+
+
+class _WatchedHTTPSConnection(_WatchedConnectionMixin, urllib3.connection.HTTPSConnection):
+    pass
+
+
+class _WatchedHTTPPool(urllib3.HTTPConnectionPool):
+    ConnectionCls = _WatchedHTTPConnection
+
+
+class _WatchedHTTPSPool(urllib3.HTTPSConnectionPool):
+    ConnectionCls = _WatchedHTTPSConnection
 
 
 class _CappedDecoder:
@@ -445,6 +546,8 @@ def _read_capped(
 def _transport_error(exc: Exception, deadline: _Deadline) -> FetchError:
     if isinstance(exc, FetchError):
         return exc
+    if deadline.remaining() <= 0:  # the watchdog cut the socket: whatever broke, time ran out
+        return FetchError(REASON_DEADLINE, f"exceeded {deadline.budget_s:g}s")
     if isinstance(exc, NewConnectionError):  # subclass of ConnectTimeoutError: test first
         detail = str(exc).rsplit(":", 1)[-1].strip()[:120]
         return FetchError(REASON_CONNECTION, detail or "failed", retryable=True)
@@ -475,10 +578,12 @@ def _parse_retry_after(value: str | None) -> float | None:
     return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
-def _pool_for(scheme: str, host: str, address: str, port: int) -> urllib3.HTTPConnectionPool:
+def _pool_for(
+    scheme: str, host: str, address: str, port: int, watchdog: _Watchdog
+) -> urllib3.HTTPConnectionPool:
     """A one-connection pool dialling the vetted address, with TLS still checking `host`."""
     if scheme == "https":
-        return urllib3.HTTPSConnectionPool(
+        return _WatchedHTTPSPool(
             address,
             port,
             maxsize=1,
@@ -486,12 +591,13 @@ def _pool_for(scheme: str, host: str, address: str, port: int) -> urllib3.HTTPCo
             cert_reqs="CERT_REQUIRED",
             server_hostname=host,  # SNI
             assert_hostname=host,  # certificate must match the name, not the IP we dialled
+            watchdog=watchdog,
         )
-    return urllib3.HTTPConnectionPool(address, port, maxsize=1, retries=False)
+    return _WatchedHTTPPool(address, port, maxsize=1, retries=False, watchdog=watchdog)
 
 
 def _http_get(
-    url: str, policy: DownloadPolicy, deadline: _Deadline
+    url: str, policy: DownloadPolicy, deadline: _Deadline, watchdog: _Watchdog
 ) -> tuple[urllib3.BaseHTTPResponse, urllib3.HTTPConnectionPool]:
     parts = urlsplit(url)
     host = parts.hostname
@@ -512,7 +618,7 @@ def _http_get(
         connect=min(policy.connect_timeout_s, left), read=min(policy.read_timeout_s, left)
     )
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    pool = _pool_for(parts.scheme.lower(), host, address, port)
+    pool = _pool_for(parts.scheme.lower(), host, address, port, watchdog)
     try:
         response = pool.urlopen(
             "GET",
@@ -551,11 +657,14 @@ def _read_response(
         return response.read1(amount, decode_content=False)
 
     try:
-        return _read_capped(read, policy, deadline, decoder, shrink_timeout)
+        body = _read_capped(read, policy, deadline, decoder, shrink_timeout)
     except FetchError:
         raise
     except (HTTPError, OSError) as exc:
         raise _transport_error(exc, deadline) from exc
+    # A watchdog shutdown reads as a clean EOF on a body without a length: not a short image.
+    deadline.check()
+    return body
 
 
 def _status_error(response: urllib3.BaseHTTPResponse) -> FetchError:
@@ -570,20 +679,21 @@ def _fetch_http(url: str, policy: DownloadPolicy, deadline: _Deadline) -> bytes:
     for hop in range(policy.max_redirects + 1):
         if hop:
             _check_scheme(current, policy, redirect=True)
-        response, pool = _http_get(current, policy, deadline)
-        try:
-            if response.status in _REDIRECT_STATUSES:
-                location = response.headers.get("Location")
-                if not location:
-                    raise FetchError(REASON_HTTP_STATUS, f"{response.status} without Location")
-                current = urljoin(current, location.strip()).split("#", 1)[0]
-                continue
-            if response.status != 200:
-                raise _status_error(response)
-            return _read_response(response, policy, deadline)
-        finally:
-            response.close()
-            pool.close()
+        with _Watchdog(deadline) as watchdog:
+            response, pool = _http_get(current, policy, deadline, watchdog)
+            try:
+                if response.status in _REDIRECT_STATUSES:
+                    location = response.headers.get("Location")
+                    if not location:
+                        raise FetchError(REASON_HTTP_STATUS, f"{response.status} without Location")
+                    current = urljoin(current, location.strip()).split("#", 1)[0]
+                    continue
+                if response.status != 200:
+                    raise _status_error(response)
+                return _read_response(response, policy, deadline)
+            finally:
+                response.close()
+                pool.close()
     raise FetchError(REASON_REDIRECTS, f"too many (> {policy.max_redirects})")
 
 
@@ -712,6 +822,45 @@ def _still_stored(row: dict[str, Any], store_root: str) -> dict[str, Any] | None
     return {**row, "path": path} if image_store.exists(path) else None
 
 
+# Per-URL success records under the store root, written as each image lands: a run killed
+# before its table is saved still leaves proof of what it finished, so the rerun skips those.
+URL_INDEX_DIR = "image_index"
+_RECORD_FIELDS = ("url", "sha256", "format", "width", "height", "bytes", "attempts", "elapsed_s")
+
+
+def _url_record_path(store_root: str, url: str) -> str:
+    digest = hashlib.sha256(url.encode("utf-8", "surrogatepass")).hexdigest()
+    return f"{str(store_root).rstrip('/')}/{URL_INDEX_DIR}/{digest[:2]}/{digest}.json"
+
+
+def _fetch_and_record(url: str | None, store_root: str, policy: DownloadPolicy) -> dict[str, Any]:
+    row = asdict(fetch_image(url, store_root, policy))
+    if row["status"] == IMAGE_STATUS_OK and isinstance(url, str):
+        record = json.dumps({name: row[name] for name in _RECORD_FIELDS}).encode()
+        image_store.write_bytes_atomic(_url_record_path(store_root, url), record)
+    return row
+
+
+def _recorded(url: str | None, store_root: str) -> dict[str, Any] | None:
+    """The success a previous (possibly killed) run recorded for this URL, if its image is
+    still in the store; an unreadable record is ignored and the URL fetched again."""
+    if not isinstance(url, str):
+        return None
+    path = _url_record_path(store_root, url)
+    fs, fs_path = fsspec.core.url_to_fs(path)
+    try:
+        with fs.open(fs_path, "rb") as handle:
+            record = json.loads(handle.read())
+    except (FileNotFoundError, ValueError):
+        return None
+    if not isinstance(record, dict) or record.get("url") != url:
+        return None
+    row = {name: record.get(name) for name in _RECORD_FIELDS}
+    if row["format"] not in FORMAT_EXTENSIONS or not isinstance(row["sha256"], str):
+        return None
+    return _still_stored({**row, "status": IMAGE_STATUS_OK, "reason": None}, store_root)
+
+
 def fetch_images(
     urls: Iterable[str | None],
     store_root: str,
@@ -719,10 +868,11 @@ def fetch_images(
     workers: int = 16,
     previous: pl.DataFrame | None = None,
 ) -> tuple[pl.DataFrame, FetchStats]:
-    """Fetch every distinct URL once (order of first appearance), reusing `previous` successes.
+    """Fetch every distinct URL once (order of first appearance), reusing earlier successes.
 
-    A URL whose previous row is ok and whose image is still in the store is not fetched again;
-    failed ones are retried. Threads, not processes: the work waits on the network.
+    A URL whose image is still in the store is not fetched again when `previous` has it as ok
+    or when a run (even one killed half-way) recorded it in the URL index; failures are
+    retried. Threads, not processes: the work waits on the network.
     """
     distinct = list(dict.fromkeys(urls))
     wanted = set(distinct)
@@ -731,8 +881,11 @@ def fetch_images(
     with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="fetch") as pool:
         checked = pool.map(lambda row: _still_stored(row, store_root), candidates)
         reused = {row["url"]: row for row in checked if row is not None}
+        unseen = [url for url in distinct if url not in reused]
+        recorded = pool.map(lambda url: _recorded(url, store_root), unseen)
+        reused.update((row["url"], row) for row in recorded if row is not None)
         todo = [url for url in distinct if url not in reused]
-        fetched = pool.map(lambda url: asdict(fetch_image(url, store_root, policy)), todo)
+        fetched = pool.map(lambda url: _fetch_and_record(url, store_root, policy), todo)
         rows.update(zip(todo, fetched, strict=True))
     rows.update(reused)
     ordered = [rows[url] for url in distinct]

@@ -12,11 +12,13 @@ import io
 import ssl
 import struct
 import threading
+import time
 import zlib
 from collections import Counter
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
+from urllib.parse import parse_qs
 
 from PIL import Image
 
@@ -26,6 +28,8 @@ HANG_MAX_S = 30.0  # /hang: upper bound even if nobody stops the server
 OVERSIZE_BYTES = 1024 * 1024  # /oversize and /lying-length bodies
 GZIP_BOMB_DECODED_BYTES = 64 * 1024 * 1024  # /gzip-bomb inflates to this
 BOMB_SIDE = 20_000  # /bomb.png is BOMB_SIDE x BOMB_SIDE pixels (400 MP)
+HEADER_DRIP_INTERVAL_S = 0.2  # /drip-headers: one header byte every this many seconds
+ENDLESS_CHUNK_BYTES = 64 * 1024  # /endless-chunked: chunk size, sent as fast as TCP allows
 
 
 @functools.cache
@@ -79,6 +83,18 @@ def gzip_bomb_bytes() -> bytes:
     return b"".join(parts) + compressor.flush()
 
 
+@functools.cache
+def gzip_endless_parts() -> tuple[bytes, bytes]:
+    """(gzip header + first segment, repeatable segment): each segment inflates to 1 MiB of
+    zeros. Full flushes make segments independent of history, so streaming the same ~1 KiB
+    forever is a valid, never-ending gzip stream (a bomb with no size at all)."""
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    block = b"\x00" * (1024 * 1024)
+    first = compressor.compress(block) + compressor.flush(zlib.Z_FULL_FLUSH)
+    segment = compressor.compress(block) + compressor.flush(zlib.Z_FULL_FLUSH)
+    return first, segment
+
+
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
 
@@ -95,6 +111,11 @@ class _Handler(BaseHTTPRequestHandler):
         elif route is None and path.startswith("/chain/"):
             left = int(path.rsplit("/", 1)[1])
             self._redirect(f"/chain/{left - 1}" if left > 0 else "/ok.jpg")
+        elif route is None and path == "/product":
+            _product(self, parse_qs(self.path.partition("?")[2]))
+        elif route is None and path == "/redirect-to":
+            # /redirect-to?u=<url-encoded target>: any Location a hostile server might send.
+            self._redirect(parse_qs(self.path.split("?", 1)[1])["u"][0])
         elif route is None:
             self._send(404, b"no such route", "text/plain")
         else:
@@ -119,6 +140,25 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _redirect(self, location: str) -> None:
         self._send(302, b"", "text/plain", {"Location": location})
+
+
+@functools.cache
+def product_png_bytes(product_id: int) -> bytes:
+    """A distinct, deterministic PNG per id: same id, same bytes, same sha256 on every run."""
+    img = Image.new("RGB", (48, 32), (product_id % 251, (product_id * 7) % 253, 90))
+    img.putpixel((product_id % 48, (product_id // 48) % 32), (255, 255, 255))
+    buffer = io.BytesIO()
+    img.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _product(h: _Handler, query: dict[str, list[str]]) -> None:
+    """/product?id=N&delay=S: product N's image after S seconds (a slow but honest CDN)."""
+    delay = float(query.get("delay", ["0"])[0])
+    if delay and h.server.fault.stop.wait(min(delay, HANG_MAX_S)):
+        return
+    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+        h._send(200, product_png_bytes(int(query["id"][0])), "image/png")
 
 
 def _ok_jpeg(h: _Handler, hits: int) -> None:
@@ -214,6 +254,88 @@ def _gzip_bomb(h: _Handler, hits: int) -> None:
     h._send(200, gzip_bomb_bytes(), "image/jpeg", {"Content-Encoding": "gzip"})
 
 
+def _drip_headers(h: _Handler, hits: int) -> None:
+    """Slowloris on the header phase: the status line, then one header byte at a time."""
+    h.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\nX-Slow: ")
+    for _ in range(int(HANG_MAX_S / HEADER_DRIP_INTERVAL_S)):
+        h.wfile.write(b"a")
+        h.wfile.flush()
+        if h.server.fault.stop.wait(HEADER_DRIP_INTERVAL_S):
+            return
+
+
+def _drip_status(h: _Handler, hits: int) -> None:
+    """Slowloris before the first line: the status line itself arrives one byte at a time."""
+    for byte in (b"HTTP/1.1 200 OK" * 100)[: int(HANG_MAX_S / HEADER_DRIP_INTERVAL_S)]:
+        h.wfile.write(bytes([byte]))
+        h.wfile.flush()
+        if h.server.fault.stop.wait(HEADER_DRIP_INTERVAL_S):
+            return
+
+
+def _start_chunked(h: _Handler, headers: dict[str, str] | None = None) -> None:
+    h.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\n")
+    for name, value in (headers or {}).items():
+        h.wfile.write(f"{name}: {value}\r\n".encode())
+    h.wfile.write(b"Transfer-Encoding: chunked\r\n\r\n")
+
+
+def _write_chunk(h: _Handler, data: bytes) -> None:
+    h.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+
+
+def _stream_chunks(h: _Handler, chunk: bytes, pause_s: float = 0.0) -> None:
+    """The same chunk until the client hangs up or the server stops (HANG_MAX_S at most)."""
+    framed = b"%x\r\n%s\r\n" % (len(chunk), chunk)
+    stop, started = h.server.fault.stop, time.monotonic()
+    while not stop.is_set() and time.monotonic() - started < HANG_MAX_S:
+        h.wfile.write(framed)
+        if pause_s:
+            stop.wait(pause_s)
+
+
+def _endless_chunked(h: _Handler, hits: int) -> None:
+    _start_chunked(h)
+    _write_chunk(h, jpeg_bytes()[:4])  # looks like a JPEG that never ends
+    _stream_chunks(h, b"\x00" * ENDLESS_CHUNK_BYTES)
+
+
+def _endless_chunked_slow(h: _Handler, hits: int) -> None:
+    """Small chunks, each well inside the read timeout: only the total deadline stops it."""
+    _start_chunked(h)
+    _write_chunk(h, jpeg_bytes()[:4])
+    _stream_chunks(h, b"\x00" * 16, pause_s=0.1)
+
+
+def _gzip_bomb_endless(h: _Handler, hits: int) -> None:
+    first, segment = gzip_endless_parts()
+    _start_chunked(h, {"Content-Encoding": "gzip"})
+    _write_chunk(h, first)
+    _stream_chunks(h, segment * 64)
+
+
+def _chunk_size_overflow(h: _Handler, hits: int) -> None:
+    """A chunk-size line no one could honour (2**64-1 bytes), then a trickle of data."""
+    _start_chunked(h)
+    h.wfile.write(b"ffffffffffffffff\r\n" + jpeg_bytes()[:100])
+
+
+def _stacked_encodings(h: _Handler, hits: int) -> None:
+    """gzip(gzip(jpeg)) declared as `gzip, gzip`: a layered encoding we refuse, not peel."""
+    twice = zlib.compress(zlib.compress(jpeg_bytes(), wbits=31), wbits=31)
+    h._send(200, twice, "image/jpeg", {"Content-Encoding": "gzip, gzip"})
+
+
+def _brotli_claimed(h: _Handler, hits: int) -> None:
+    h._send(200, b"\x1b\x00" * 100, "image/jpeg", {"Content-Encoding": "br"})
+
+
+def _deflate_bomb(h: _Handler, hits: int) -> None:
+    compressor = zlib.compressobj(9)
+    data = b"".join(compressor.compress(b"\x00" * 1024 * 1024) for _ in range(16))
+    h._send(200, data + compressor.flush(), "image/jpeg", {"Content-Encoding": "deflate"})
+
+
 def _loop(h: _Handler, hits: int) -> None:
     h._redirect("/loop")
 
@@ -241,6 +363,15 @@ ROUTES: dict[str, Callable[[_Handler, int], None]] = {
     "/huge-length": _huge_length,
     "/gzip-bomb": _gzip_bomb,
     "/loop": _loop,
+    "/drip-headers": _drip_headers,
+    "/drip-status": _drip_status,
+    "/endless-chunked": _endless_chunked,
+    "/endless-chunked-slow": _endless_chunked_slow,
+    "/gzip-bomb-endless": _gzip_bomb_endless,
+    "/deflate-bomb": _deflate_bomb,
+    "/chunk-size-overflow": _chunk_size_overflow,
+    "/stacked-encodings": _stacked_encodings,
+    "/brotli-claimed": _brotli_claimed,
     "/redirect-ok": _redirect_to("/ok.jpg"),
     "/redirect-metadata": _redirect_to("http://169.254.169.254/latest/meta-data/"),
     "/redirect-private": _redirect_to("http://10.0.0.1/image.jpg"),

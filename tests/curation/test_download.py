@@ -91,7 +91,8 @@ def assert_failed(result: download.ImageFetchResult, status: str, code: str) -> 
 
 
 def stored_files(root: Path) -> list[Path]:
-    return sorted(p for p in root.rglob("*") if p.is_file())
+    """Files in the content store (the root also holds the per-URL success index)."""
+    return sorted(p for p in (root / "images").rglob("*") if p.is_file())
 
 
 # --------------------------------------------------------------------------- success

@@ -1,0 +1,52 @@
+"""Subprocess entry points for crash and concurrency tests (run as `python -m`, never imported
+by pytest as a test module). Each prints one JSON line when it finishes."""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+from pathlib import Path
+
+import polars as pl
+
+
+def fetch(urls_file: str, root: str, out: str, workers: str) -> None:
+    """fetch_images as product_images runs it, then the table written atomically."""
+    from curation.download import DownloadPolicy, fetch_images
+    from curation.image_store import write_bytes_atomic
+
+    urls = json.loads(Path(urls_file).read_text())
+    policy = DownloadPolicy(
+        deadline_s=20.0, max_attempts=2, allowed_private_networks=("127.0.0.1/32",)
+    )
+    frame, stats = fetch_images(urls, root, policy, workers=int(workers))
+    buffer = io.BytesIO()
+    frame.write_parquet(buffer)
+    write_bytes_atomic(out, buffer.getvalue())
+    print(json.dumps(stats.as_dict()))
+
+
+def materialize(catalogue: str, data_dir: str) -> None:
+    """raw_catalogue -> validated_products -> product_images through Dagster, in-process."""
+    import dagster as dg
+
+    from assets import images, ingest
+    from dagster_project.resources import DownloadSettings, PipelineSettings, parquet_io_manager
+
+    defs = dg.Definitions(
+        assets=[*dg.load_assets_from_modules([ingest]), images.product_images],
+        resources={
+            "pipeline": PipelineSettings(data_dir=data_dir, catalogue_uri=catalogue),
+            "downloads": DownloadSettings(workers=4, allow_private_hosts=True, deadline_s=20.0),
+            "io_manager": parquet_io_manager(data_dir),
+        },
+    )
+    job = defs.resolve_implicit_global_asset_job_def()
+    result = job.execute_in_process(instance=dg.DagsterInstance.ephemeral())
+    table = pl.read_parquet(f"{data_dir}/product_images.parquet")
+    print(json.dumps({"success": result.success, "rows": table.height}))
+
+
+if __name__ == "__main__":
+    {"fetch": fetch, "materialize": materialize}[sys.argv[1]](*sys.argv[2:])
