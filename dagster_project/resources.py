@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
+import polars as pl
 from dagster_polars import PolarsParquetIOManager
+from upath import UPath
+from upath.implementations.local import PosixUPath, WindowsUPath
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEMO_CATALOGUE = "demo"  # CATALOGUE_URI value (and default): the embedded demo catalogue
@@ -68,6 +75,36 @@ def download_settings_from_env() -> DownloadSettings:
     )
 
 
+class AtomicPolarsParquetIOManager(PolarsParquetIOManager):
+    """dagster-polars writes straight into `{asset}.parquet`: a crash mid-write leaves a torn
+    file there, and a second run (or a reader such as `previous_table`) can see half of one.
+    Here every write goes to a hidden temporary sibling and is renamed over the target, so the
+    final path holds the old complete file or the new complete file, nothing in between."""
+
+    def write_df_to_path(self, context: Any, df: pl.DataFrame, path: UPath) -> None:
+        with _atomic_target(path) as tmp:
+            super().write_df_to_path(context, df, tmp)
+
+    def sink_df_to_path(self, context: Any, df: pl.LazyFrame, path: UPath) -> None:
+        with _atomic_target(path) as tmp:
+            super().sink_df_to_path(context, df, tmp)
+
+
+@contextlib.contextmanager
+def _atomic_target(path: UPath) -> Iterator[UPath]:
+    # Hidden and without the .parquet suffix: no glob or dataset scan mistakes it for a table.
+    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex}")
+    try:
+        yield tmp
+        if isinstance(path, PosixUPath | WindowsUPath):
+            os.replace(tmp.path, path.path)  # atomic on POSIX, replaces an existing file
+        else:
+            path.fs.mv(tmp.path, path.path)  # object stores: server-side copy, then delete
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
 def parquet_io_manager(data_dir: str) -> PolarsParquetIOManager:
     """Table assets land at {data_dir}/{asset_key}.parquet (the path other tools read)."""
-    return PolarsParquetIOManager(base_dir=data_dir)
+    return AtomicPolarsParquetIOManager(base_dir=data_dir)
