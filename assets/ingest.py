@@ -4,7 +4,12 @@ import dagster as dg
 import polars as pl
 
 from assets._common import counts_markdown, table_output
-from curation.catalogue import load_raw_catalogue, resolve_catalogue_uri, source_fingerprint
+from curation.catalogue import (
+    CatalogueError,
+    load_raw_catalogue,
+    resolve_catalogue_uri,
+    source_fingerprint,
+)
 from curation.validation import validate_catalogue
 from dagster_project.resources import PipelineSettings
 
@@ -23,7 +28,11 @@ def catalogue_source(pipeline: PipelineSettings) -> dg.DataVersion:
 def raw_catalogue(context: dg.AssetExecutionContext, pipeline: PipelineSettings) -> dg.Output:
     """The catalogue as loaded (all columns as text) plus `row_index` and a content `row_id`."""
     uri = resolve_catalogue_uri(pipeline.catalogue_uri, pipeline.data_dir)
-    frame = load_raw_catalogue(uri)
+    try:
+        frame = load_raw_catalogue(uri)
+    except CatalogueError as error:
+        # A bad source is the user's to fix: show the message, not a traceback.
+        raise dg.Failure(description=str(error), allow_retries=False) from error
     context.log.info(f"loaded {frame.height} rows from {uri}")
     return table_output(frame, catalogue_uri=dg.MetadataValue.text(uri))
 

@@ -91,7 +91,7 @@ def _product_code_to_str(value: Any) -> Any:
 
 Price = Annotated[float, BeforeValidator(_to_float), Field(ge=0, allow_inf_nan=False)]
 OptionalPrice = Annotated[
-    float | None, BeforeValidator(_to_float), Field(ge=0, allow_inf_nan=False)
+    Annotated[float, Field(ge=0, allow_inf_nan=False)] | None, BeforeValidator(_to_float)
 ]
 Text = Annotated[str, BeforeValidator(_clean_text)]
 OptionalText = Annotated[str | None, BeforeValidator(_blank_to_none), BeforeValidator(_clean_text)]

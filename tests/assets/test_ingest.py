@@ -44,3 +44,20 @@ def test_ingest_group_materializes_with_manifest_counts(tmp_path, demo_catalogue
 def _data_version(instance: dg.DagsterInstance, key: str) -> str:
     event = instance.get_latest_materialization_event(dg.AssetKey(key))
     return event.asset_materialization.tags["dagster/data_version"]
+
+
+def test_bad_catalogue_fails_with_a_clear_message(tmp_path) -> None:
+    path = tmp_path / "not_a_catalogue.csv"
+    path.write_text("name,colour\nscarf,red\n")
+    data_dir = str(tmp_path / "data")
+    result = dg.materialize(
+        [ingest.raw_catalogue],
+        resources={
+            "pipeline": PipelineSettings(data_dir=data_dir, catalogue_uri=str(path)),
+            "io_manager": parquet_io_manager(data_dir),
+        },
+        raise_on_error=False,
+    )
+    assert not result.success
+    failure = result.get_step_failure_events()[0].step_failure_data
+    assert "missing required column" in failure.user_failure_data.description
