@@ -106,6 +106,7 @@ def _write_local_atomic(path: str, data: bytes) -> None:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide the file from other readers
         # Another worker may have stored the same bytes meanwhile: replacing it with identical
         # content is harmless, which is why no lock is needed.
         os.replace(tmp, path)

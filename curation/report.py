@@ -15,17 +15,16 @@ import html as html_lib
 import io
 import os
 import re
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import fsspec
 import numpy as np
 import polars as pl
-from fsspec.implementations.local import LocalFileSystem
 from matplotlib.figure import Figure
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from curation.image_store import write_bytes_atomic
 from schemas.tables import (
     CURATION_LEDGER_SCHEMA,
     DUPLICATE_CLUSTERS_SCHEMA,
@@ -1026,26 +1025,5 @@ def build_data_quality_report(
 
 
 def write_report_html(html: str, path: str) -> None:
-    """Write the page so a reader never sees half of it: tmp + rename locally, one PUT elsewhere."""
-    data = html.encode("utf-8")
-    fs, fs_path = fsspec.core.url_to_fs(path)
-    if isinstance(fs, LocalFileSystem):
-        directory = os.path.dirname(os.path.abspath(fs_path))
-        os.makedirs(directory, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".html")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide the report from its readers
-            os.replace(tmp, fs_path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
-        return
-    if "/" in fs_path.strip("/"):
-        fs.makedirs(fs_path.rsplit("/", 1)[0], exist_ok=True)
-    # Object stores (and memory://) publish an object only when its single upload completes.
-    fs.pipe_file(fs_path, data)
+    """Write the page so a reader never sees half of it (tmp + rename, or one upload)."""
+    write_bytes_atomic(path, html.encode("utf-8"))
