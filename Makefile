@@ -11,8 +11,13 @@ export PIPELINE_DATA_DIR ?= $(CURDIR)/data
 export CATALOGUE_URI ?= demo
 export MODEL_PRESET ?= tiny
 export WANDB_MODE ?= offline
+# Instance profile: deploy/dagster.$(DAGSTER_PROFILE).yaml; PostgreSQL when DAGSTER_PG_URL is set.
+DAGSTER_PROFILE ?= $(if $(DAGSTER_PG_URL),postgres,local)
+# `make refresh GROUPS=ingest,images,curation` limits the refresh to some asset groups.
+GROUPS ?=
+export DAGSTER_CELERY_QUEUE ?= dagster
 
-.PHONY: setup demo refresh ui lint format test clean
+.PHONY: setup instance demo refresh stale ui worker lint format test clean
 
 setup: $(STAMP)
 
@@ -22,18 +27,27 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-$(DAGSTER_HOME):
-	mkdir -p $(DAGSTER_HOME)
-	test -f $(DAGSTER_HOME)/dagster.yaml || printf 'telemetry:\n  enabled: false\n' > $(DAGSTER_HOME)/dagster.yaml
+# Writes $(DAGSTER_HOME)/dagster.yaml from the profile once; an existing file is the operator's.
+instance:
+	mkdir -p "$(DAGSTER_HOME)"
+	test -f "$(DAGSTER_HOME)/dagster.yaml" || cp deploy/dagster.$(DAGSTER_PROFILE).yaml "$(DAGSTER_HOME)/dagster.yaml"
 
-demo: setup $(DAGSTER_HOME)
+demo: setup instance
 	$(BIN)/python -m dagster_project.cli demo
 
-refresh: setup $(DAGSTER_HOME)
-	$(BIN)/python -m dagster_project.cli refresh
+refresh: setup instance
+	$(BIN)/python -m dagster_project.cli refresh $(if $(GROUPS),--groups $(GROUPS))
 
-ui: setup $(DAGSTER_HOME)
+stale: setup instance
+	$(BIN)/python -m dagster_project.cli stale $(if $(GROUPS),--groups $(GROUPS))
+
+ui: setup instance
 	$(BIN)/dagster dev -m dagster_project.definitions
+
+# A Celery worker for DAGSTER_EXECUTOR=celery runs (broker: DAGSTER_CELERY_BROKER_URL).
+worker: setup instance
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dagster-celery worker start -A dagster_celery.app \
+		-y deploy/celery-worker.yaml -q $(DAGSTER_CELERY_QUEUE)
 
 lint: setup
 	$(BIN)/ruff check .

@@ -1,0 +1,54 @@
+"""Where steps run, chosen by env (scale-out by configuration, not by rewriting assets).
+
+`DAGSTER_EXECUTOR`:
+- unset / `multiprocess` — Dagster's default: one subprocess per step on this machine.
+- `celery` — steps become Celery tasks on `DAGSTER_CELERY_BROKER_URL` (RabbitMQ or Redis),
+  consumed by `dagster-celery worker start -A dagster_celery.app -q $DAGSTER_CELERY_QUEUE`.
+- `k8s` — each step is a Kubernetes Job (dagster-k8s); see docs/deploy.md.
+
+The integrations are imported only when chosen, so the local demo does not need them.
+"""
+
+from __future__ import annotations
+
+import os
+
+import dagster as dg
+
+DEFAULT_BROKER = "pyamqp://guest:guest@127.0.0.1:5672//"
+DEFAULT_QUEUE = "dagster"
+
+
+def celery_executor_from_env() -> dg.ExecutorDefinition:
+    from dagster_celery import celery_executor
+
+    return celery_executor.configured(
+        {
+            "broker": os.environ.get("DAGSTER_CELERY_BROKER_URL", DEFAULT_BROKER),
+            "backend": os.environ.get("DAGSTER_CELERY_BACKEND_URL", "rpc://"),
+            # Workers listen on named queues; a queue per deployment keeps teams apart.
+            "config_source": {
+                "task_default_queue": os.environ.get("DAGSTER_CELERY_QUEUE", DEFAULT_QUEUE)
+            },
+        },
+        name="celery",
+    )
+
+
+def k8s_executor_from_env() -> dg.ExecutorDefinition:
+    from dagster_k8s import k8s_job_executor
+
+    # Image, namespace and per-step resources come from run config / op tags (docs/deploy.md).
+    return k8s_job_executor
+
+
+def executor_from_env() -> dg.ExecutorDefinition | None:
+    """None means Dagster's default (multiprocess) executor."""
+    kind = os.environ.get("DAGSTER_EXECUTOR", "multiprocess").strip().lower()
+    if kind in ("", "multiprocess"):
+        return None
+    if kind == "celery":
+        return celery_executor_from_env()
+    if kind == "k8s":
+        return k8s_executor_from_env()
+    raise ValueError(f"DAGSTER_EXECUTOR must be multiprocess, celery or k8s, not {kind!r}")

@@ -1,0 +1,142 @@
+"""The `curate` job on the Celery executor: steps run in a worker process, results unchanged.
+
+A Celery worker subprocess listens on a queue of its own on the local RabbitMQ; the job is
+launched the way an operator would (`dagster job execute` with DAGSTER_EXECUTOR=celery).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import dagster as dg
+import psutil
+import pytest
+
+from dagster_project.definitions import build_definitions
+from tests.e2e.helpers import (
+    copy_catalogue,
+    pipeline_env,
+    require_service,
+    write_dagster_home,
+)
+from tests.e2e.ui_server import BIN, REPO_ROOT, stop_process
+
+pytestmark = pytest.mark.slow
+
+BROKER = "pyamqp://guest:guest@127.0.0.1:5672//"
+CURATE_KEYS = [
+    "raw_catalogue",
+    "validated_products",
+    "rejected_rows",
+    "product_images",
+    "image_hashes",
+    "duplicate_clusters",
+    "curation_ledger",
+    "curated_products",
+    "data_quality_report",
+]
+
+
+def data_versions(instance: dg.DagsterInstance) -> dict[str, str]:
+    versions = {}
+    for key in CURATE_KEYS:
+        event = instance.get_latest_materialization_event(dg.AssetKey(key))
+        assert event is not None and event.asset_materialization is not None, key
+        versions[key] = event.asset_materialization.tags["dagster/data_version"]
+    return versions
+
+
+def start_worker(env: dict[str, str], queue: str, log: Path) -> subprocess.Popen:
+    command = [
+        str(BIN / "dagster-celery"),
+        *("worker", "start", "-A", "dagster_celery.app", "-q", queue, "-n", queue),
+        *("-y", str(REPO_ROOT / "deploy" / "celery-worker.yaml"), "--", "--concurrency=2"),
+    ]
+    with open(log, "wb") as handle:
+        worker = subprocess.Popen(
+            command,
+            cwd=REPO_ROOT,
+            # `dagster-celery worker start` runs `celery` from PATH: this venv's.
+            env={**os.environ, **env, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"},
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    deadline = time.monotonic() + 90
+    while b" ready." not in log.read_bytes():
+        if worker.poll() is not None or time.monotonic() > deadline:
+            stop_process(worker)
+            raise RuntimeError(f"celery worker did not start:\n{log.read_text()[-3000:]}")
+        time.sleep(0.5)
+    return worker
+
+
+def worker_process_ids(worker: subprocess.Popen) -> set[int]:
+    root = psutil.Process(worker.pid)
+    return {root.pid, *(child.pid for child in root.children(recursive=True))}
+
+
+def test_curate_job_steps_run_in_celery_worker_with_in_process_results(
+    tmp_path, demo_catalogue
+) -> None:
+    require_service("RabbitMQ", "127.0.0.1", 5672)
+    queue = f"catalogue-vlm-test-{uuid.uuid4().hex[:8]}"
+    catalogue = copy_catalogue(demo_catalogue.catalogue_path, tmp_path / "catalogue.csv", 200)
+    home = write_dagster_home(tmp_path / "home")
+    env = {
+        **pipeline_env(str(tmp_path / "data"), catalogue, home),
+        "DAGSTER_EXECUTOR": "celery",
+        "DAGSTER_CELERY_BROKER_URL": BROKER,
+        "DAGSTER_CELERY_QUEUE": queue,
+    }
+    with pytest.MonkeyPatch.context() as mp:
+        for name, value in env.items():
+            mp.setenv(name, value)
+        reference_defs = build_definitions()
+    instance = dg.DagsterInstance.from_config(str(home))
+    reference = reference_defs.resolve_job_def("curate").execute_in_process(instance=instance)
+    assert reference.success
+    expected = data_versions(instance)
+
+    worker = start_worker(env, queue, tmp_path / "worker.log")
+    try:
+        launched = subprocess.run(
+            [str(BIN / "dagster"), "job", "execute", "-m", "dagster_project.definitions"]
+            + ["-j", "curate"],
+            cwd=REPO_ROOT,
+            env={**os.environ, **env},
+            capture_output=True,
+            text=True,
+            timeout=240,
+        )
+        assert launched.returncode == 0, launched.stdout[-3000:] + launched.stderr[-3000:]
+        worker_pids = worker_process_ids(worker)
+    finally:
+        stop_process(worker)
+
+    run = instance.get_run_records(limit=1)[0].dagster_run
+    assert run.run_id != reference.run_id and run.status == dg.DagsterRunStatus.SUCCESS
+    events = instance.all_logs(run.run_id)
+    delegated = [  # what the worker reports when it picks up a step
+        e
+        for e in events
+        if e.is_dagster_event
+        and e.dagster_event.event_type == dg.DagsterEventType.ENGINE_EVENT
+        and "Celery worker" in e.dagster_event.engine_event_data.metadata
+    ]
+    hosts = {e.dagster_event.engine_event_data.metadata["Celery worker"].value for e in delegated}
+    assert hosts and all(h.startswith(f"{queue}@") for h in hosts), hosts
+    step_starts = [
+        e
+        for e in events
+        if e.is_dagster_event and e.dagster_event.event_type == dg.DagsterEventType.STEP_START
+    ]
+    assert len(delegated) == len(step_starts) >= 7  # one Celery task per step
+    step_pids = {e.dagster_event.pid for e in step_starts}
+    assert step_pids <= worker_pids and os.getpid() not in step_pids, (step_pids, worker_pids)
+    assert data_versions(instance) == expected  # content-derived: identical results
+    instance.dispose()

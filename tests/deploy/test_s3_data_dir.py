@@ -1,0 +1,107 @@
+"""PIPELINE_DATA_DIR=s3://… through fsspec/s3fs, against moto's S3 server on loopback.
+
+Covers what must work on an object store: the content-addressed image store, the Parquet IO
+manager, the report, reuse of stored images, and staleness over s3-backed data.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+import uuid
+
+import dagster as dg
+import polars as pl
+import pytest
+
+from dagster_project.cli import refresh, selection_for
+from dagster_project.definitions import build_definitions
+from tests.e2e.helpers import (
+    copy_catalogue,
+    free_port,
+    pipeline_env,
+    reachable,
+    unavailable,
+    write_dagster_home,
+)
+from tests.e2e.ui_server import BIN, stop_process
+
+pytestmark = pytest.mark.slow
+
+SELECTION = selection_for(["ingest", "images", "curation"])
+# moto accepts any credentials; these keep boto from looking for real ones.
+FAKE_AWS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+@pytest.fixture
+def s3_endpoint(monkeypatch, tmp_path):
+    """A moto S3 server subprocess; its endpoint reaches s3fs via AWS_ENDPOINT_URL_S3."""
+    server = BIN / "moto_server"
+    if not server.exists():
+        unavailable("moto[server] is not installed (pip install -e '.[dev]')")
+    port = free_port()
+    with open(tmp_path / "moto.log", "wb") as log:
+        process = subprocess.Popen(
+            [str(server), "-H", "127.0.0.1", "-p", str(port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    deadline = time.monotonic() + 30
+    while not reachable("127.0.0.1", port, 0.2):
+        if process.poll() is not None or time.monotonic() > deadline:
+            stop_process(process)
+            unavailable(f"moto server did not start: {(tmp_path / 'moto.log').read_text()}")
+        time.sleep(0.2)
+    endpoint = f"http://127.0.0.1:{port}"
+    for name, value in {**FAKE_AWS, "AWS_ENDPOINT_URL_S3": endpoint}.items():
+        monkeypatch.setenv(name, value)
+    try:
+        yield endpoint
+    finally:
+        stop_process(process)
+
+
+def test_curation_groups_round_trip_through_s3(tmp_path, demo_catalogue, s3_endpoint, monkeypatch):
+    s3fs = pytest.importorskip("s3fs")
+    fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": s3_endpoint})
+    bucket = f"catalogue-vlm-{uuid.uuid4().hex[:8]}"
+    fs.mkdir(bucket)
+    data_dir = f"s3://{bucket}/pipeline"
+    catalogue = copy_catalogue(demo_catalogue.catalogue_path, tmp_path / "catalogue.csv", 120)
+    home = write_dagster_home(tmp_path / "home")
+    for name, value in pipeline_env(data_dir, catalogue, home).items():
+        monkeypatch.setenv(name, value)
+    defs = build_definitions()
+    instance = dg.DagsterInstance.from_config(str(home))
+
+    first = refresh(instance, defs, SELECTION)
+
+    assert first.success
+    with fs.open(f"{bucket}/pipeline/curation_ledger.parquet", "rb") as handle:
+        ledger = pl.read_parquet(handle)
+    with fs.open(f"{bucket}/pipeline/product_images.parquet", "rb") as handle:
+        images = pl.read_parquet(handle)
+    assert ledger.height == 120 and (ledger["outcome"] == "curated").sum() > 100
+    stored = images.filter(pl.col("status") == "ok")
+    assert stored["path"].str.starts_with(f"s3://{bucket}/pipeline/images/").all()
+    assert fs.exists(stored["path"][0]) and len(fs.find(f"{bucket}/pipeline/images")) == (
+        stored["sha256"].n_unique()
+    )
+    assert not [p for p in fs.find(f"{bucket}/pipeline") if ".tmp-" in p]  # atomic writes
+    with fs.open(f"{bucket}/pipeline/reports/data_quality.html", "r") as handle:
+        assert "<html" in handle.read(2000).lower()
+
+    # Unchanged catalogue: nothing to redo. A rerun of the downloads reuses every s3 image.
+    assert refresh(instance, defs, SELECTION).waves == []
+    rerun = defs.resolve_job_def("curate").execute_in_process(
+        instance=instance, asset_selection=[dg.AssetKey("product_images")]
+    )
+    metadata = rerun.asset_materializations_for_node("product_images")[0].metadata
+    assert metadata["reused"].value == stored["url"].n_unique()
+    assert metadata["attempted"].value == images["url"].n_unique() - stored["url"].n_unique()
+    instance.dispose()
