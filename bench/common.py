@@ -35,6 +35,7 @@ class Report:
     title: str
     rows: list[dict[str, Any]]
     notes: list[str]
+    module: str = ""  # the bench module, when it differs from `name`
 
 
 def base_parser(name: str, description: str | None) -> argparse.ArgumentParser:
@@ -74,7 +75,10 @@ def machine_info() -> str:
     except OSError:
         pass
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return f"{cores} cores (nproc), {model}, {ram} RAM, Python {platform.python_version()}"
+    # Other work on the machine slows CPU-bound code more than latency-bound baselines.
+    load = "/".join(f"{x:.1f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
+    python = f"Python {platform.python_version()}"
+    return f"{cores} cores (nproc), {model}, {ram} RAM, {python}; load avg {load} at the end"
 
 
 def _cell(value: Any) -> str:
@@ -154,7 +158,9 @@ def update_results(path: Path, name: str, section: str) -> None:
 def publish(report: Report, args: argparse.Namespace, argv: Sequence[str] | None) -> None:
     """Print the table and notes; write them to the results file unless told not to."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    command = " ".join(["python -m", f"bench.{report.name}", *map(shlex.quote, argv)])
+    command = " ".join(
+        ["python -m", f"bench.{report.module or report.name}", *map(shlex.quote, argv)]
+    )
     section = render_section(report, command)
     print(section)
     if not args.no_results:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -22,8 +23,13 @@ from bench.common import Report, base_parser, publish
 GOAL_S = 600.0
 
 
+def _command(groups: Sequence[str]) -> list[str]:
+    command = [sys.executable, "-m", "dagster_project.cli", "demo"]
+    return command + (["--groups", ",".join(groups)] if groups else [])
+
+
 def run_demo(
-    home: Path, data_dir: Path, catalogue: str, timeout_s: float
+    home: Path, data_dir: Path, catalogue: str, timeout_s: float, groups: Sequence[str] = ()
 ) -> tuple[float, int, str]:
     """(wall seconds, exit code, output tail) of the CLI in a clean environment."""
     home.mkdir(parents=True, exist_ok=True)
@@ -37,15 +43,24 @@ def run_demo(
         "WANDB_MODE": "offline",
     }
     start = time.perf_counter()
-    done = subprocess.run(
-        [sys.executable, "-m", "dagster_project.cli", "demo"],
+    # Own session: on timeout the whole tree (Dagster's step and training subprocesses) is
+    # killed through its process group, not just the CLI, so nothing is left running.
+    child = subprocess.Popen(
+        _command(groups),
         env=env,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
         text=True,
-        timeout=timeout_s,
         cwd=Path(__file__).resolve().parent.parent,
+        start_new_session=True,
     )
-    return time.perf_counter() - start, done.returncode, (done.stdout + done.stderr)[-1500:]
+    try:
+        output, _ = child.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(child.pid, signal.SIGKILL)
+        output, _ = child.communicate()
+        output += f"\n[bench] killed after {timeout_s:g} s"
+    return time.perf_counter() - start, child.returncode, output[-1500:]
 
 
 def step_times(home: Path) -> list[dict[str, Any]]:
@@ -57,6 +72,7 @@ def step_times(home: Path) -> list[dict[str, Any]]:
     ends = {dg.DagsterEventType.STEP_SUCCESS: "ok", dg.DagsterEventType.STEP_FAILURE: "failed"}
     rows: list[dict[str, Any]] = []
     for run in reversed(instance.get_runs()):
+        finished: set[str] = set()
         starts: dict[str, float] = {}
         assets: dict[str, list[str]] = {}
         for entry in instance.all_logs(run.run_id):
@@ -69,6 +85,7 @@ def step_times(home: Path) -> list[dict[str, Any]]:
                 key = event.asset_key.to_user_string() if event.asset_key else "?"
                 assets.setdefault(event.step_key, []).append(key)
             elif event.event_type in ends and event.step_key in starts:
+                finished.add(event.step_key)
                 rows.append(
                     {
                         "step": event.step_key,
@@ -77,6 +94,11 @@ def step_times(home: Path) -> list[dict[str, Any]]:
                         "status": ends[event.event_type],
                     }
                 )
+        rows += [
+            {"step": key, "assets": "—", "seconds": None, "status": "unfinished (killed)"}
+            for key in starts
+            if key not in finished
+        ]
     return rows
 
 
@@ -85,6 +107,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--catalogue", default="demo", help="CATALOGUE_URI for the run")
     parser.add_argument("--timeout-s", type=float, default=1800, help="kill the run after this")
     parser.add_argument("--keep", type=Path, default=None, help="use (and keep) this work dir")
+    parser.add_argument(
+        "--groups",
+        nargs="+",
+        default=[],
+        help="only these asset groups (cli demo --groups), e.g. ingest images curation dataset",
+    )
     return parser.parse_args(argv)
 
 
@@ -92,22 +120,28 @@ def run(args: argparse.Namespace) -> Report:
     with tempfile.TemporaryDirectory(prefix="bench-e2e-") as tmp:
         root = args.keep or Path(tmp)
         home, data_dir = root / "dagster_home", root / "data"
-        wall, code, tail = run_demo(home, data_dir, args.catalogue, args.timeout_s)
+        wall, code, tail = run_demo(home, data_dir, args.catalogue, args.timeout_s, args.groups)
         steps = step_times(home)
-    rows = sorted(steps, key=lambda row: -row["seconds"])
+    rows = sorted(steps, key=lambda row: -(row["seconds"] or wall))
     rows.append({"step": "TOTAL (wall, incl. start-up)", "seconds": wall, "status": f"exit {code}"})
     for row in rows:
-        row["share"] = f"{row['seconds'] / wall:.0%}"
+        row["share"] = f"{row['seconds'] / wall:.0%}" if row["seconds"] else "—"
     verdict = "met" if code == 0 and wall < GOAL_S else "MISSED"
+    only = ", ".join(args.groups)
     notes = [
-        f"Goal < {GOAL_S / 60:.0f} min from an empty data dir: {verdict} ({wall / 60:.1f} min).",
-        "Step times overlap when the executor runs steps in parallel; shares are of the wall.",
+        f"Goal < {GOAL_S / 60:.0f} min from an empty data dir: {verdict} ({wall / 60:.1f} min)"
+        + (f", asset groups {only} only." if only else "."),
+        "Step times overlap when the executor runs steps in parallel; shares are of the wall. "
+        "Wall outside the steps: interpreter and Dagster start-up, observing the catalogue "
+        "source (which generates the demo catalogue on first use), run bookkeeping.",
         "Assets present in the Definitions at the time of the run: those listed (the model "
         "group only appears once it is defined).",
     ]
     if code != 0:
         notes.append(f"The run FAILED; output tail: {tail!r}"[:1200])
-    return Report("e2e", "End to end (5: `make demo` from an empty data dir)", rows, notes)
+    name = "e2e" if not only else "e2e_" + "_".join(args.groups)
+    title = "End to end (5: `make demo` from an empty data dir)"
+    return Report(name, title + (f": groups {only}" if only else ""), rows, notes, module="e2e")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
