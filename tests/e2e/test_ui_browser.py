@@ -141,8 +141,9 @@ def test_materialize_curation_group_from_the_asset_graph(ui_env) -> None:
         shot(page, "4-data-quality-report-markdown")
 
         page.goto(f"{base}/assets/curation_ledger?view=checks")
-        page.get_by_text("ledger_accounts_for_every_raw_row").first.wait_for()
-        page.get_by_text("Passed").first.wait_for()
+        # Long names are middle-truncated; a hidden copy measures them, so ask for visible text.
+        page.locator("text=ledger_accounts_for_every_raw_row >> visible=true").first.wait_for()
+        page.get_by_text("Passed", exact=True).first.wait_for()
         shot(page, "5-ledger-check-passed")
 
         page.goto(f"{base}/locations/{LOCATION}/asset-groups/curation")
