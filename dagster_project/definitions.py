@@ -12,6 +12,7 @@ from dagster_project.automation import (
     full_pipeline_job,
     train_and_evaluate_job,
 )
+from dagster_project.executors import executor_from_env
 from dagster_project.resources import (
     download_settings_from_env,
     parquet_io_manager,
@@ -28,6 +29,7 @@ def build_definitions() -> dg.Definitions:
         asset_checks=dg.load_asset_checks_from_modules(ASSET_MODULES),
         jobs=[curate_job, build_dataset_job, train_and_evaluate_job, full_pipeline_job],
         sensors=[catalogue_changed_sensor],
+        executor=executor_from_env(),
         resources={
             "pipeline": pipeline,
             "downloads": download_settings_from_env(),
