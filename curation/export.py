@@ -115,10 +115,12 @@ def save_dataset_dict(dsd: datasets.DatasetDict, out_dir: str, card_markdown: st
         if isinstance(fs, LocalFileSystem):
             _swap_local(tmp_path, path)
         else:
-            # Object stores have no directory rename; mv is copy+delete, done last.
+            # Object stores have no directory rename (and s3fs's recursive mv of a "folder"
+            # fails): copy object by object, then drop the temporary prefix.
             if fs.exists(path):
                 fs.rm(path, recursive=True)
-            fs.mv(tmp_path, path, recursive=True)
+            for name in fs.find(tmp_path):
+                fs.copy(name, path + name[len(tmp_path) :])
     finally:
         if fs.exists(tmp_path):
             fs.rm(tmp_path, recursive=True)
