@@ -12,9 +12,12 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from training.config import TrainConfig
+
+if TYPE_CHECKING:
+    from training.tiny import VisionPretrainData
 
 
 @dataclass(frozen=True)
@@ -48,7 +51,13 @@ class ModelPreset:
     def preflight(self) -> None:
         """Fail fast, with the fix in the message, before anything is downloaded."""
 
-    def resolve(self, config: TrainConfig, corpus: Callable[[], list[str]]) -> BaseRef:
+    def resolve(
+        self,
+        config: TrainConfig,
+        corpus: Callable[[], list[str]],
+        vision_data: VisionPretrainData | None = None,
+    ) -> BaseRef:
+        """`corpus` and `vision_data` only matter to presets built locally (tiny)."""
         path = config.base_model or self.model_id
         return BaseRef(path=path, model_id=self.model_id, revision=config.revision or self.revision)
 
@@ -111,25 +120,35 @@ def dtype_kwargs(dtype: Any) -> dict[str, Any]:
 
 
 class TinyPreset(ModelPreset):
-    """A random-init LLaVA built locally (training.tiny). Because its weights are random, pure
-    LoRA on the decoder cannot learn to *see*: the vision tower, projector, embeddings and head
-    are trained in full through `modules_to_save` (they are tiny and end up in the adapter), and
-    LoRA adapts the decoder's attention/MLP. Base + adapter reload exactly like a real preset."""
+    """A LLaVA built locally (training.tiny): its vision tower is pretrained on the train split's
+    category3 labels while the base is built, the rest is random. As in LLaVA's own fine-tuning
+    the tower then stays frozen; the projector, embeddings and head are trained in full through
+    `modules_to_save` (they are tiny and end up in the adapter) and LoRA adapts the decoder's
+    attention/MLP. Base + adapter reload exactly like a real preset.
+
+    Demo set, 1 caption epoch: with the tower trained on at lr 2e-3, test category accuracy was
+    0.65 (4-epoch tower) although the tower alone classified ~0.80; frozen, 0.79 (8-epoch tower,
+    old pictures) and 0.84 (current pictures), and the tower's backward pass is saved."""
 
     name = "tiny"
     model_id = "tiny"
     lora_target_modules = r".*language_model.*\.(qkv_proj|o_proj|gate_up_proj|down_proj)"
-    modules_to_save = ("vision_tower", "multi_modal_projector", "embed_tokens", "lm_head")
+    modules_to_save = ("multi_modal_projector", "embed_tokens", "lm_head")
     end_text = "<|end|>"
 
-    def resolve(self, config: TrainConfig, corpus: Callable[[], list[str]]) -> BaseRef:
+    def resolve(
+        self,
+        config: TrainConfig,
+        corpus: Callable[[], list[str]],
+        vision_data: VisionPretrainData | None = None,
+    ) -> BaseRef:
         from training.tiny import TinyArchitecture, default_cache_root, ensure_tiny_base
 
         if config.base_model:  # an existing build (evaluation, or a shared cache)
             return BaseRef(path=config.base_model, model_id="tiny", revision=config.revision)
         arch = TinyArchitecture(image_size=config.image_size)
         root = Path(config.cache_dir) if config.cache_dir else default_cache_root()
-        path = ensure_tiny_base(arch, corpus(), root)
+        path = ensure_tiny_base(arch, corpus(), root, vision_data)
         return BaseRef(path=str(path), model_id="tiny", revision=path.name.removeprefix("tiny-"))
 
 

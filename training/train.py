@@ -9,6 +9,7 @@ Progress lines on stdout are JSON objects with an "event" key.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import random
@@ -37,6 +38,7 @@ from training.lineage import build_lineage
 from training.pipes import dagster_pipes_session
 from training.pipes import forward as forward_to_dagster
 from training.presets import BaseRef, ModelPreset, get_preset
+from training.tiny import VisionPretrainData
 from training.tracking import Tracker, start_tracker
 
 ADAPTER_DIR = "adapter"
@@ -171,10 +173,32 @@ def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
     return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
 
+def vision_pretrain_data(train: Any) -> VisionPretrainData:
+    """The train split's (image, category3) pairs for the tiny tower's pretraining, keyed by a
+    hash of the encoded image bytes and labels (cheap: nothing is decoded to compute it).
+    Validation and test are never touched."""
+    import datasets
+
+    raw = train.select_columns(["image", "category3_code"]).cast_column(
+        "image", datasets.Image(decode=False)
+    )
+    digest = hashlib.sha256()
+    for row in raw:
+        digest.update(row["image"]["bytes"] or str(row["image"]["path"]).encode())
+        digest.update(f"\0{row['category3_code']}\0".encode())
+
+    def load() -> Any:
+        columns = train.select_columns(["image", "category3_code"])
+        return ((row["image"], row["category3_code"]) for row in columns)
+
+    return VisionPretrainData(key=digest.hexdigest(), load=load)
+
+
 def load_base(config: TrainConfig, dataset: Any) -> tuple[ModelPreset, BaseRef, Any, Any]:
     preset = get_preset(config.preset)
     preset.preflight()
-    ref = preset.resolve(config, lambda: tokenizer_corpus(dataset["train"]))
+    vision = vision_pretrain_data(dataset["train"]) if preset.name == "tiny" else None
+    ref = preset.resolve(config, lambda: tokenizer_corpus(dataset["train"]), vision)
     processor = preset.load_processor(ref)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dtype = torch.bfloat16 if resolve_precision(config.bf16, device) else torch.float32

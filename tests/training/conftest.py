@@ -198,7 +198,7 @@ def tiny_train_config(
         "save_every_steps": 0,
         "wandb_mode": "disabled",
         "max_eval_batches": 2,
-        "image_size": 32,  # 16 image tokens with patch 8: fast tests, same code path
+        "image_size": 32,  # 4 image tokens with patch 16: fast tests, same code path
     }
     return TrainConfig(**{**values, **overrides})
 

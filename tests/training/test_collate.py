@@ -38,7 +38,9 @@ def test_labels_cover_exactly_the_answer_and_end_token(tiny_processor, tiny_data
         assert image_id not in learned.tolist()
         # everything before the answer (image tokens + question) is masked
         first = int((labels != IGNORE_INDEX).nonzero()[0])
-        assert (batch["input_ids"][row, :first] == image_id).sum() == 16
+        arch = TinyArchitecture(image_size=32)
+        n_image_tokens = (arch.image_size // arch.patch_size) ** 2
+        assert (batch["input_ids"][row, :first] == image_id).sum() == n_image_tokens
         assert tok.decode(batch["input_ids"][row, :first]).endswith("<|assistant|>")
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 TRAINING = Path(__file__).resolve().parents[2] / "training"
 MODULES = ("config", "presets", "tiny", "collate", "data", "checkpoint", "tracking", "lineage",
-           "train", "evaluate")  # fmt: skip
+           "train", "evaluate", "pipes")  # fmt: skip
 
 
 def test_training_imports_without_dagster_or_polars():
