@@ -17,7 +17,7 @@ DAGSTER_PROFILE ?= $(if $(DAGSTER_PG_URL),postgres,local)
 GROUPS ?=
 export DAGSTER_CELERY_QUEUE ?= dagster
 
-.PHONY: setup instance demo refresh stale ui worker lint format test clean
+.PHONY: bench setup instance demo refresh stale ui worker lint format test clean
 
 setup: $(STAMP)
 
@@ -60,6 +60,11 @@ format: setup
 # pytest exits 5 when it collects nothing; that is not a failure of the code.
 test: lint
 	$(BIN)/python -m pytest -q -p no:cacheprovider; rc=$$?; [ $$rc -eq 0 ] || [ $$rc -eq 5 ]
+
+# CPU benchmarks (ratios vs same-run baselines); the table lands in bench/RESULTS.md.
+bench: setup
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(PIPELINE_DATA_DIR) $(DAGSTER_HOME)
