@@ -203,7 +203,15 @@ def log_dataset_artifact(out_dir: str, name: str, metadata: Mapping[str, object]
         return None
     safe_name = re.sub(r"[^A-Za-z0-9_.-]", "-", name)
     project = os.environ.get("WANDB_PROJECT", "catalogue-vlm")
-    with wandb.init(project=project, job_type="dataset", mode=mode, reinit="create_new") as run:
+    # dir given explicitly: wandb caches its settings per process, so a WANDB_DIR set after an
+    # earlier run in the same process would otherwise be ignored.
+    with wandb.init(
+        project=project,
+        job_type="dataset",
+        mode=mode,
+        reinit="create_new",
+        dir=os.environ.get("WANDB_DIR"),
+    ) as run:
         artifact = wandb.Artifact(safe_name, type="dataset", metadata=dict(metadata))
         fs, path = fsspec.core.url_to_fs(out_dir)
         if isinstance(fs, LocalFileSystem):
