@@ -57,7 +57,9 @@ def lora_adapter(
     context: dg.AssetExecutionContext, config: LoraTrainingConfig, pipeline: PipelineSettings
 ) -> dg.MaterializeResult:
     """A LoRA adapter (safetensors) + lineage.json under {PIPELINE_DATA_DIR}/models/{run_id}/."""
-    run_dir = Path(pipeline.path("models", context.run_id[:12]))
+    # Keyed by the root run: a re-execution of a killed run (run retry, "re-execute from
+    # failure") shares it, so training resumes from the last checkpoint in the same folder.
+    run_dir = Path(pipeline.path("models", (context.run.root_run_id or context.run_id)[:12]))
     run_dir.mkdir(parents=True, exist_ok=True)
     # Lineage: which catalogue version this dataset came from (absent when trained on a
     # dataset built elsewhere).

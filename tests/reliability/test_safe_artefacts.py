@@ -4,8 +4,8 @@
   an exception needs a `# safe-artefacts: allow <why>` comment on its line;
 - `trust_remote_code` only in model presets that pin a revision to a commit sha;
 - canary secrets in the environment never reach Dagster metadata, logs or files in the data dir.
-  TODO(issue 9 part 6): extend the canary check to `models/{run_id}/lineage.json` and the
-  training logs once `lora_adapter` is wired into Definitions (tests/training owns that run).
+  (lineage.json has its own canary test: tests/training/test_train.py::
+  test_secrets_never_reach_lineage.)
 """
 
 from __future__ import annotations
