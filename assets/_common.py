@@ -8,26 +8,18 @@ import dagster as dg
 import polars as pl
 
 from curation.catalogue import frame_fingerprint
+from curation.markdown import markdown_table
 
 PREVIEW_ROWS = 10
 
 
-def markdown_table(frame: pl.DataFrame, max_rows: int = PREVIEW_ROWS, max_chars: int = 60) -> str:
+def frame_markdown(frame: pl.DataFrame, max_rows: int = PREVIEW_ROWS, max_chars: int = 60) -> str:
     """A frame as a markdown table, cells clipped so the Dagster UI stays readable."""
     if frame.is_empty():
         return "_(no rows)_"
-    head = frame.head(max_rows)
-
-    def cell(value: Any) -> str:
-        text = "" if value is None else str(value)
-        text = text.replace("|", "\\|").replace("\n", " ")
-        return text if len(text) <= max_chars else text[: max_chars - 1] + "…"
-
-    lines = ["| " + " | ".join(head.columns) + " |", "|" + "---|" * len(head.columns)]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in head.iter_rows()]
-    if frame.height > max_rows:
-        lines.append(f"\n_{frame.height - max_rows} more rows_")
-    return "\n".join(lines)
+    table = markdown_table(frame.columns, frame.head(max_rows).rows(), max_chars=max_chars)
+    more = f"\n\n_{frame.height - max_rows} more rows_" if frame.height > max_rows else ""
+    return table + more
 
 
 def table_output(
@@ -49,7 +41,7 @@ def table_output(
         data_version=dg.DataVersion(frame_fingerprint(frame, version_columns)),
         metadata={
             "dagster/row_count": dg.MetadataValue.int(frame.height),
-            "preview": dg.MetadataValue.md(markdown_table(frame)),
+            "preview": dg.MetadataValue.md(frame_markdown(frame)),
             **metadata,
         },
     )
@@ -58,5 +50,4 @@ def table_output(
 def counts_markdown(counts: dict[str, int], key: str = "value") -> str:
     if not counts:
         return "_(none)_"
-    rows = "\n".join(f"| {name} | {n} |" for name, n in sorted(counts.items(), key=lambda x: -x[1]))
-    return f"| {key} | rows |\n|---|---|\n{rows}"
+    return markdown_table((key, "rows"), sorted(counts.items(), key=lambda item: -item[1]))

@@ -3,7 +3,7 @@
 import dagster as dg
 import polars as pl
 
-from assets._common import counts_markdown, markdown_table, table_output
+from assets._common import counts_markdown, frame_markdown, table_output
 from assets.images import previous_table
 from curation.catalogue import frame_fingerprint
 from curation.export import (
@@ -59,7 +59,7 @@ def dataset_splits(config: SplitConfig, curated_products: pl.DataFrame) -> dg.Ou
     return table_output(
         splits,
         split_rule=dg.MetadataValue.md(f"```text\n{SPLIT_RULE_DOC.strip()}\n```"),
-        counts_by_category=dg.MetadataValue.md(markdown_table(split_counts_table(splits), 200)),
+        counts_by_category=dg.MetadataValue.md(frame_markdown(split_counts_table(splits), 200)),
         **{f"split/{name}": round(share, 4) for name, share in shares.items()},
     )
 
@@ -70,7 +70,7 @@ def no_group_straddles_splits(dataset_splits: pl.DataFrame) -> dg.AssetCheckResu
     leaks = groups_straddling_splits(dataset_splits)
     return dg.AssetCheckResult(
         passed=leaks.is_empty(),
-        metadata={"straddling_groups": leaks.height, "examples": markdown_table(leaks)},
+        metadata={"straddling_groups": leaks.height, "examples": frame_markdown(leaks)},
     )
 
 
@@ -80,7 +80,7 @@ def every_split_has_every_category(dataset_splits: pl.DataFrame) -> dg.AssetChec
     missing = strata_missing_splits(dataset_splits)
     return dg.AssetCheckResult(
         passed=missing.is_empty(),
-        metadata={"strata_missing_a_split": missing.height, "examples": markdown_table(missing)},
+        metadata={"strata_missing_a_split": missing.height, "examples": frame_markdown(missing)},
     )
 
 

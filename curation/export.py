@@ -11,13 +11,14 @@ import os
 import re
 import shutil
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 import datasets
 import fsspec
 import polars as pl
 from fsspec.implementations.local import LocalFileSystem
 
+from curation.markdown import markdown_table
 from curation.splits import split_counts_table
 from curation.variants import variant_kind_counts
 from schemas.prompt import DEFAULT_QUESTION, format_answer
@@ -127,20 +128,13 @@ def save_dataset_dict(dsd: datasets.DatasetDict, out_dir: str, card_markdown: st
     return out_dir
 
 
-def _md_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    # Catalogue codes are free text: an unescaped "|" would split a cell.
-    lines += ["| " + " | ".join(str(v).replace("|", "\\|") for v in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
 def _split_section(splits: pl.DataFrame, variants: pl.DataFrame) -> str:
     real = dict(splits.group_by("split").len().iter_rows())
     rows = [
         (name, real.get(name, 0), variants.height if name == "train" else 0) for name in SPLIT_NAMES
     ]
     rows = [(n, r, s, r + s) for n, r, s in rows]
-    return _md_table(("split", "real rows", "synthetic rows", "total"), rows)
+    return markdown_table(("split", "real rows", "synthetic rows", "total"), rows)
 
 
 def _category_section(splits: pl.DataFrame, variants: pl.DataFrame) -> str:
@@ -150,7 +144,7 @@ def _category_section(splits: pl.DataFrame, variants: pl.DataFrame) -> str:
         (*row, synthetic.get(row[0], 0))
         for row in table.select("category3_code", *SPLIT_NAMES, "total").iter_rows()
     ]
-    return _md_table(("category3_code", *SPLIT_NAMES, "total real", "synthetic (train)"), rows)
+    return markdown_table(("category3_code", *SPLIT_NAMES, "total real", "synthetic (train)"), rows)
 
 
 def dataset_card(
@@ -178,10 +172,10 @@ def dataset_card(
                 "## Splits\n\n" + _split_section(splits, variants),
                 "## Categories\n\n" + _category_section(splits, variants),
                 "## Synthetic variants\n\n"
-                + _md_table(("variant_kind", "rows"), list(kinds.items()) or [("(none)", 0)]),
+                + markdown_table(("variant_kind", "rows"), list(kinds.items()) or [("(none)", 0)]),
                 "## Split rule\n\n```text\n" + split_rule.strip() + "\n```",
                 "## Upstream data versions\n\n"
-                + _md_table(("asset", "data version"), versions or [("(none)", "")]),
+                + markdown_table(("asset", "data version"), versions or [("(none)", "")]),
                 "## Features\n\n" + features,
             ]
         )
