@@ -179,13 +179,13 @@ def test_a_batch_of_hostile_urls_ends_in_bounded_time_with_ledger_reasons(
     assert (ledger["outcome"] == OUTCOME_DOWNLOAD_FAILED).all()
     expected = [HOSTILE_ROUTES[u.split(str(server.port), 1)[1].split("?")[0]] for u in urls]
     got = [reason.split(":", 1)[0] for reason in ledger.sort("row_index")["reason"]]
-    # With 39 workers on a loaded 2-core box, the server may not even send its malformed chunk
-    # header before the read timeout: for that route a timeout is as correct as the parse
-    # error (the per-route test above pins the exact reason on a quiet connection).
-    assert all(
-        g == e or (e == "connection" and g in ("timeout", "deadline"))
-        for g, e in zip(got, expected, strict=True)
-    ), list(zip(got, expected, strict=True))
+    # 39 workers and the attacker server share one interpreter on a loaded 2-core box: any
+    # response can come late, so a time-based reason is as correct as the route's own one (the
+    # per-route test above pins the exact reason on a quiet connection). What must never happen
+    # is a wrong non-time reason, e.g. a bomb decoded to a "bad image" or a chain followed on.
+    time_based = {"timeout", "deadline"}
+    pairs = list(zip(got, expected, strict=True))
+    assert all(g == e or g in time_based for g, e in pairs), pairs
     assert stored_files(tmp_path) == []
 
 
