@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 import math
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from PIL import Image, ImageDraw, ImageFilter
 
@@ -311,6 +311,9 @@ class Pattern:
     step: tuple[int, int] = (18, 22)  # spacing range in px
     dot: int = 0  # dot radius (dots on the step grid); 0 = none
     plus: int = 0  # half-length of plus signs on the step grid; 0 = none
+    # Saturated ink (gold on dark products, royal blue on light ones) instead of cream / dark
+    # brown: two categories that share a stroke layout still differ in colour at a glance.
+    accent: bool = False
 
 
 PATTERN_STYLES: dict[str, Pattern] = {
@@ -319,6 +322,7 @@ PATTERN_STYLES: dict[str, Pattern] = {
     "polka": Pattern(dot=8, step=(30, 34)),
     "check": Pattern(strokes=((1, 0), (0, 1)), width=4),
     "windowpane": Pattern(strokes=((1, 0), (0, 1)), width=4, step=(32, 36)),
+    "tartan": Pattern(strokes=((1, 0), (0, 1)), width=9, step=(34, 40), accent=True),
     "stripes": Pattern(strokes=((1, -1),)),  # diagonal, rising
     "twill": Pattern(strokes=((1, 1),)),  # diagonal, falling
     "bands": Pattern(strokes=((1, 0),)),
@@ -327,6 +331,13 @@ PATTERN_STYLES: dict[str, Pattern] = {
     "awning": Pattern(strokes=((0, 1),), width=11, step=(28, 32)),  # wide vertical bands
     "argyle": Pattern(strokes=((1, -1), (1, 1))),
     "crosses": Pattern(plus=6, step=(24, 28)),
+}
+# Every layout above but plain and tartan also comes in accent ink ("dots_accent", ...).
+PATTERN_STYLES |= {
+    f"{name}_accent": replace(style, accent=True)
+    for name, style in list(PATTERN_STYLES.items())
+    if style.strokes or style.dot or style.plus
+    if not style.accent
 }
 PATTERNS: tuple[str, ...] = tuple(PATTERN_STYLES)
 
@@ -390,7 +401,10 @@ def _pattern_layer(look: ProductLook, size: int, rng: random.Random) -> Image.Im
     base = Image.new("RGB", (size, size), look.colour)
     draw = ImageDraw.Draw(base)
     lum = sum(look.colour) / 3
-    ink = (235, 225, 205) if lum < 128 else (40, 35, 30)
+    if style.accent:
+        ink = (240, 190, 30) if lum < 128 else (25, 60, 190)
+    else:
+        ink = (235, 225, 205) if lum < 128 else (40, 35, 30)
     step = rng.randint(*style.step)
     offset = rng.randint(0, step - 1)
     for dx, dy in style.strokes:
