@@ -15,23 +15,26 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import heapq
 import io
 import ipaddress
+import itertools
 import json
+import os
 import random
 import re
 import socket
 import threading
 import time
 import zlib
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from functools import lru_cache
-from typing import Any
+from typing import Any, TypeGuard
 from urllib.parse import urljoin, urlsplit
 
 import fsspec
@@ -412,7 +415,7 @@ class _Watchdog:
 
     Socket timeouts bound each recv, not the total: a server that drips one byte of its status
     line or headers every second never trips them, and http.client reads headers inside
-    urlopen where no deadline check can run. Shutting the socket down from a timer thread
+    urlopen where no deadline check can run. Shutting the socket down from another thread
     makes the blocked recv return at once; the caller then reports `deadline`.
     """
 
@@ -420,15 +423,18 @@ class _Watchdog:
         self._lock = threading.Lock()
         self._sockets: list[socket.socket] = []
         self.fired = False
-        self._timer = threading.Timer(max(0.0, deadline.remaining()), self._fire)
-        self._timer.daemon = True
+        self.done = False
+        self._due = deadline.end
 
     def __enter__(self) -> _Watchdog:
-        self._timer.start()
+        _CLOCK.schedule(self._due, self)
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        self._timer.cancel()
+        # Under the lock: once the request is over, a late firing must not touch anything.
+        with self._lock:
+            self.done = True
+            self._sockets.clear()
 
     def watch(self, sock: socket.socket | None) -> None:
         if sock is None:
@@ -438,11 +444,59 @@ class _Watchdog:
             if self.fired:
                 _shutdown(sock)
 
-    def _fire(self) -> None:
+    def fire(self) -> None:
         with self._lock:
+            if self.done:
+                return
             self.fired = True
             for sock in self._sockets:
                 _shutdown(sock)
+
+
+class _WatchdogClock:
+    """The one thread that fires every watchdog of the process when its deadline passes.
+
+    A threading.Timer per request cost a thread start (~0.25 ms of GIL hand-offs) per URL and
+    redirect hop, a visible share of the per-image CPU; a heap served by one thread costs a push.
+    Finished watchdogs are not removed, just skipped when they come up (`done`).
+    """
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self._cond = threading.Condition()
+        self._heap: list[tuple[float, int, _Watchdog]] = []
+        self._seq = itertools.count()  # ties on the due time never compare watchdogs
+        self._thread: threading.Thread | None = None
+
+    def schedule(self, due: float, watchdog: _Watchdog) -> None:
+        with self._cond:
+            heapq.heappush(self._heap, (due, next(self._seq), watchdog))
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._run, name="fetch-watchdog", daemon=True
+                )
+                self._thread.start()
+            elif self._heap[0][2] is watchdog:
+                self._cond.notify()  # due before what the thread is waiting for
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while self._heap and self._heap[0][2].done:
+                    heapq.heappop(self._heap)
+                wait_s = self._heap[0][0] - time.monotonic() if self._heap else None
+                if wait_s is None or wait_s > 0:
+                    self._cond.wait(wait_s)
+                    continue
+                watchdog = heapq.heappop(self._heap)[2]
+            watchdog.fire()  # outside the clock's lock: shutdown() may take a moment
+
+
+_CLOCK = _WatchdogClock()
+# A forked child has no clock thread, and the lock may have been held at the fork.
+os.register_at_fork(after_in_child=_CLOCK.reset)
 
 
 def _shutdown(sock: socket.socket) -> None:
@@ -731,20 +785,36 @@ def _backoff_s(attempt: int, policy: DownloadPolicy) -> float:
     return random.uniform(0.0, ceiling)  # full jitter: retries of many workers spread out
 
 
+def _retry_delay(
+    exc: FetchError, attempt: int, policy: DownloadPolicy, deadline: _Deadline
+) -> float | None:
+    """Seconds to wait before the next attempt, or None when `exc` is the URL's final answer.
+
+    One rule for both callers: `_download` sleeps the delay, a batch schedules it.
+    """
+    exc.attempts = attempt
+    if not exc.retryable or attempt >= policy.max_attempts:
+        return None
+    delay = exc.retry_after if exc.retry_after is not None else _backoff_s(attempt, policy)
+    if delay >= deadline.remaining():
+        return None  # waiting would only trade this error for a deadline error
+    return delay
+
+
 def _download(url: str, policy: DownloadPolicy, deadline: _Deadline) -> tuple[bytes, int]:
-    """The body and the number of attempts it took; FetchError carries attempts on failure."""
+    """The body and the number of attempts it took; FetchError carries attempts on failure.
+
+    Sleeps between attempts: for a single URL the calling thread has nothing else to do.
+    """
     attempt = 0
     while True:
         attempt += 1
         try:
             return _fetch_once(url, policy, deadline), attempt
         except FetchError as exc:
-            exc.attempts = attempt
-            if not exc.retryable or attempt >= policy.max_attempts:
+            delay = _retry_delay(exc, attempt, policy, deadline)
+            if delay is None:
                 raise
-            delay = exc.retry_after if exc.retry_after is not None else _backoff_s(attempt, policy)
-            if delay >= deadline.remaining():
-                raise  # waiting would only trade this error for a deadline error
             time.sleep(delay)
 
 
@@ -761,23 +831,23 @@ def _result(
     return ImageFetchResult(url=url, status=status, reason=reason, elapsed_s=elapsed, **values)
 
 
-def fetch_image(
-    url: str | None, store_root: str, policy: DownloadPolicy = DEFAULT_POLICY
-) -> ImageFetchResult:
-    """Download, verify and store one image. Never raises for a bad URL, server or bytes.
+def _is_usable(url: str | None) -> TypeGuard[str]:
+    return isinstance(url, str) and bool(url.strip())
 
-    Storage errors (full disk, missing bucket) do raise: they are the operator's problem and
-    must fail the run rather than mark every row as a bad download.
-    """
-    started = time.monotonic()
-    if not isinstance(url, str) or not url.strip():
-        return _result(url, IMAGE_STATUS_DOWNLOAD_FAILED, f"{REASON_BAD_URL}: empty", started)
-    deadline = _Deadline(policy.deadline_s)
-    try:
-        data, attempts = _download(url.strip(), policy, deadline)
-    except FetchError as exc:
-        failed = IMAGE_STATUS_DOWNLOAD_FAILED
-        return _result(url, failed, exc.reason, started, attempts=exc.attempts)
+
+def _empty(url: str | None, started: float) -> ImageFetchResult:
+    return _result(url, IMAGE_STATUS_DOWNLOAD_FAILED, f"{REASON_BAD_URL}: empty", started)
+
+
+def _failed(url: str | None, exc: FetchError, started: float) -> ImageFetchResult:
+    failed = IMAGE_STATUS_DOWNLOAD_FAILED
+    return _result(url, failed, exc.reason, started, attempts=exc.attempts)
+
+
+def _verified(
+    url: str, data: bytes, attempts: int, started: float, store_root: str, policy: DownloadPolicy
+) -> ImageFetchResult:
+    """Check the downloaded bytes and store them if they are an allowed image."""
     try:
         kind, width, height = inspect_image_bytes(data, policy.max_pixels)
     except BadImageError as exc:
@@ -797,6 +867,25 @@ def fetch_image(
         bytes=len(data),
         attempts=attempts,
     )
+
+
+def fetch_image(
+    url: str | None, store_root: str, policy: DownloadPolicy = DEFAULT_POLICY
+) -> ImageFetchResult:
+    """Download, verify and store one image. Never raises for a bad URL, server or bytes.
+
+    Storage errors (full disk, missing bucket) do raise: they are the operator's problem and
+    must fail the run rather than mark every row as a bad download.
+    """
+    started = time.monotonic()
+    if not _is_usable(url):
+        return _empty(url, started)
+    deadline = _Deadline(policy.deadline_s)
+    try:
+        data, attempts = _download(url.strip(), policy, deadline)
+    except FetchError as exc:
+        return _failed(url, exc, started)
+    return _verified(url, data, attempts, started, store_root, policy)
 
 
 def _reuse_candidates(previous: pl.DataFrame | None) -> list[dict[str, Any]]:
@@ -833,12 +922,93 @@ def _url_record_path(store_root: str, url: str) -> str:
     return f"{str(store_root).rstrip('/')}/{URL_INDEX_DIR}/{digest[:2]}/{digest}.json"
 
 
-def _fetch_and_record(url: str | None, store_root: str, policy: DownloadPolicy) -> dict[str, Any]:
-    row = asdict(fetch_image(url, store_root, policy))
-    if row["status"] == IMAGE_STATUS_OK and isinstance(url, str):
+def _with_record(result: ImageFetchResult, store_root: str) -> dict[str, Any]:
+    """The result as a table row, its success recorded in the URL index first."""
+    row = asdict(result)
+    if row["status"] == IMAGE_STATUS_OK and isinstance(result.url, str):
         record = json.dumps({name: row[name] for name in _RECORD_FIELDS}).encode()
-        image_store.write_bytes_atomic(_url_record_path(store_root, url), record)
+        image_store.write_bytes_atomic(_url_record_path(store_root, result.url), record)
     return row
+
+
+@dataclass
+class _Job:
+    """One URL of a batch between its attempts; one thread at a time holds it."""
+
+    url: str | None
+    started: float = 0.0
+    deadline: _Deadline | None = None
+    attempt: int = 0
+    last_error: FetchError | None = None
+    ready_at: float = 0.0  # when the next attempt is due
+
+
+def _attempt(job: _Job, store_root: str, policy: DownloadPolicy) -> dict[str, Any] | None:
+    """Make the job's next attempt: its final row, or None to retry it at `job.ready_at`."""
+    url = job.url
+    if job.deadline is None:
+        job.started = time.monotonic()
+        # The budget starts at the first attempt, not when the URL joined the batch's queue.
+        job.deadline = _Deadline(policy.deadline_s)
+    elif job.last_error is not None and job.deadline.remaining() <= 0:
+        # Due, but no worker was free before the deadline: the last error stands, as it does
+        # when a backoff would outlast the deadline.
+        return asdict(_failed(url, job.last_error, job.started))
+    if not _is_usable(url):
+        return asdict(_empty(url, job.started))
+    job.attempt += 1
+    try:
+        data = _fetch_once(url.strip(), policy, job.deadline)
+    except FetchError as exc:
+        delay = _retry_delay(exc, job.attempt, policy, job.deadline)
+        if delay is None:
+            return asdict(_failed(url, exc, job.started))
+        job.last_error, job.ready_at = exc, time.monotonic() + delay
+        return None
+    result = _verified(url, data, job.attempt, job.started, store_root, policy)
+    return _with_record(result, store_root)
+
+
+def _fetch_scheduled(
+    urls: list[str | None],
+    store_root: str,
+    policy: DownloadPolicy,
+    pool: ThreadPoolExecutor,
+    workers: int,
+) -> dict[str | None, dict[str, Any]]:
+    """Fetch `urls` with at most `workers` attempts in flight, and no worker ever asleep.
+
+    A backoff slept inside a worker held it for seconds per permanently failing URL, so a few
+    of those set the tail of a batch. Here an attempt that may be retried goes on a heap of
+    (due time, job); a free worker takes a due retry before a fresh URL, so a due retry waits
+    at most for one attempt to end (should its deadline pass meanwhile, its last error stands).
+    """
+    fresh = deque(_Job(url) for url in urls)
+    waiting: list[tuple[float, int, _Job]] = []
+    order = itertools.count()  # ties on the due time never compare jobs
+    running: dict[Future[dict[str, Any] | None], _Job] = {}
+    rows: dict[str | None, dict[str, Any]] = {}
+    while fresh or waiting or running:
+        now = time.monotonic()
+        while len(running) < workers and (fresh or (waiting and waiting[0][0] <= now)):
+            due = waiting and waiting[0][0] <= now
+            job = heapq.heappop(waiting)[2] if due else fresh.popleft()
+            running[pool.submit(_attempt, job, store_root, policy)] = job
+        # Wake for the next retry only if a worker is free to take it; else for a completion.
+        free = len(running) < workers and bool(waiting)
+        timeout = max(0.0, waiting[0][0] - now) if free else None
+        if not running:
+            time.sleep(timeout or 0.0)  # wait() on no futures returns at once
+            continue
+        done, _ = wait(running, timeout=timeout, return_when=FIRST_COMPLETED)
+        for future in done:
+            job = running.pop(future)
+            row = future.result()  # storage errors propagate and fail the batch
+            if row is None:
+                heapq.heappush(waiting, (job.ready_at, next(order), job))
+            else:
+                rows[job.url] = row
+    return rows
 
 
 def _recorded(url: str | None, store_root: str) -> dict[str, Any] | None:
@@ -865,7 +1035,7 @@ def fetch_images(
     urls: Iterable[str | None],
     store_root: str,
     policy: DownloadPolicy = DEFAULT_POLICY,
-    workers: int = 16,
+    workers: int = 64,
     previous: pl.DataFrame | None = None,
 ) -> tuple[pl.DataFrame, FetchStats]:
     """Fetch every distinct URL once (order of first appearance), reusing earlier successes.
@@ -885,8 +1055,7 @@ def fetch_images(
         recorded = pool.map(lambda url: _recorded(url, store_root), unseen)
         reused.update((row["url"], row) for row in recorded if row is not None)
         todo = [url for url in distinct if url not in reused]
-        fetched = pool.map(lambda url: _fetch_and_record(url, store_root, policy), todo)
-        rows.update(zip(todo, fetched, strict=True))
+        rows.update(_fetch_scheduled(todo, store_root, policy, pool, max(1, workers)))
     rows.update(reused)
     ordered = [rows[url] for url in distinct]
     frame = (

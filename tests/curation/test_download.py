@@ -538,3 +538,80 @@ def test_fetches_run_concurrently(server: FaultServer, tmp_path: Path) -> None:
     assert stats.ok == 8
     assert elapsed < 2.5  # one after another: 8 x 0.5 s = 4 s
     assert frame.get_column("elapsed_s").min() >= SLOW_DELAY_S * 0.9
+
+
+# --------------------------------------------------------------------------- retry scheduling
+
+
+def test_backoff_is_exponential_with_full_jitter() -> None:
+    policy = replace(FAST, backoff_base_s=0.5, backoff_max_s=3.0)
+    for attempt, ceiling in [(1, 0.5), (2, 1.0), (3, 2.0), (4, 3.0), (9, 3.0)]:
+        delays = [download._backoff_s(attempt, policy) for _ in range(200)]
+        assert min(delays) >= 0.0 and max(delays) <= ceiling
+        assert max(delays) > ceiling / 2  # jittered over the whole range, not a fixed sleep
+
+
+def test_backing_off_urls_do_not_hold_workers(
+    server: FaultServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two workers, six permanently failing URLs first, each backing off 1.5 s twice: sleeping
+    in a worker, the good URLs behind them would wait 3 x 3 s; scheduled, they land at once."""
+    backoff_s = 1.5
+    delays: list[int] = []
+
+    def fixed_backoff(attempt: int, policy: DownloadPolicy) -> float:
+        delays.append(attempt)
+        return backoff_s
+
+    monkeypatch.setattr(download, "_backoff_s", fixed_backoff)
+    stored_at: list[float] = []
+    real_store = image_store.store_image_bytes
+
+    def spy_store(*args: object, **kwargs: object) -> str:
+        path = real_store(*args, **kwargs)  # type: ignore[arg-type]
+        stored_at.append(time.monotonic())
+        return path
+
+    monkeypatch.setattr(image_store, "store_image_bytes", spy_store)
+    failing = [server.url(f"/always-500?i={i}") for i in range(6)]
+    good = [server.url(f"/ok.jpg?i={i}") for i in range(6)]
+    policy = replace(FAST, deadline_s=8.0, max_attempts=3)
+    started = time.monotonic()
+    frame, stats = fetch_images(failing + good, str(tmp_path), policy, workers=2)
+    elapsed = time.monotonic() - started
+
+    assert (stats.ok, stats.failed) == (6, 6)
+    assert len(stored_at) == 6 and max(stored_at) - started < backoff_s  # before any retry
+    assert elapsed < 2 * backoff_s + 2.0  # all six back off at once, not two at a time
+    bad = frame.filter(pl.col("url").is_in(failing))
+    assert bad.get_column("attempts").to_list() == [3] * 6
+    assert bad.get_column("reason").unique().to_list() == ["http_status: 500"]
+    assert bad.get_column("elapsed_s").min() >= 2 * backoff_s  # the waits are in elapsed_s
+    assert all(server.hits(u.split(str(server.port), 1)[1]) == 3 for u in failing)
+    assert sorted(delays) == [1] * 6 + [2] * 6  # one backoff per retry, by attempt number
+
+
+def test_batch_retries_keep_retry_after_and_give_up_rules(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    policy = replace(FAST, deadline_s=4.0)
+    urls = [server.url(p) for p in ("/retry-after", "/retry-after-long", "/status/404")]
+    frame, _ = fetch_images([*urls, server.url("/flaky-500")], str(tmp_path), policy, workers=2)
+    rows = {row["url"].split(str(server.port), 1)[1]: row for row in frame.to_dicts()}
+    assert (rows["/retry-after"]["status"], rows["/retry-after"]["attempts"]) == ("ok", 2)
+    assert rows["/retry-after"]["elapsed_s"] >= 0.9  # the server's 1 s, not the backoff
+    # A Retry-After beyond the deadline, and a 404, end the URL at once.
+    assert rows["/retry-after-long"]["reason"] == "http_status: 429"
+    assert rows["/retry-after-long"]["attempts"] == 1
+    assert rows["/status/404"]["attempts"] == 1 and server.hits("/status/404") == 1
+    assert (rows["/flaky-500"]["status"], rows["/flaky-500"]["attempts"]) == ("ok", 2)
+
+
+def test_a_due_retry_that_outlives_its_deadline_keeps_its_error(tmp_path: Path) -> None:
+    started = time.monotonic()
+    job = download._Job("http://127.0.0.1:9/x.jpg", started, download._Deadline(0.01))
+    job.last_error = download.FetchError("http_status", "503", retryable=True)
+    job.last_error.attempts = job.attempt = 2
+    time.sleep(0.02)
+    row = download._attempt(job, str(tmp_path), FAST)
+    assert row is not None and (row["reason"], row["attempts"]) == ("http_status: 503", 2)
