@@ -6,6 +6,7 @@ import math
 import random
 import time
 from dataclasses import dataclass, replace
+from itertools import combinations
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,8 @@ from PIL import Image, ImageDraw, ImageEnhance, ImageFilter
 
 from curation.dedupe import (
     DEFAULT_MAX_PHASH_DISTANCE,
+    _band_cover,
+    _band_layout,
     duplicate_clusters,
     label_conflicts,
     near_duplicate_pairs,
@@ -489,3 +492,31 @@ def test_near_duplicate_pairs_scales_to_200k_hashes() -> None:
     found = {tuple(p) for p in pairs.tolist()}
     assert all((k, n - 1 - k) in found for k in range(n_near))
     assert (dist <= d).all()
+
+
+def test_greedy_band_cover_is_exact() -> None:
+    """Every set of m - d untouched bands holds a whole table, so no pair within d is missed."""
+    m, d, r = 17, 10, 5
+    tables = np.array(_band_cover(m, d, r), dtype=np.int64)
+    assert len(tables) < math.comb(m, r) // 2  # the point of a cover: far fewer tables
+    assert all(bin(int(t)).count("1") == r for t in tables)
+    untouched = np.array(
+        [sum(1 << b for b in c) for c in combinations(range(m), m - d)], dtype=np.int64
+    )
+    holds = ((untouched[:, None] & tables[None, :]) == tables[None, :]).any(axis=1)
+    assert holds.all()
+
+
+def test_greedy_layout_on_threads_equals_brute_force(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Large inputs take greedy covers and threads; force that path on a brute-forceable size.
+    monkeypatch.setattr("curation.dedupe._COVER_MIN_HASHES", 0)
+    monkeypatch.setattr("curation.dedupe._TABLE_THREADS", 2)
+    d = DEFAULT_MAX_PHASH_DISTANCE
+    hashes = _planted(3000, 300, max_flips=d, seed=7)
+    m, tables = _band_layout(hashes.size, d)
+    assert len(tables) < math.comb(m, m - d)  # a greedy cover, not all subsets
+    pairs, dist = near_duplicate_pairs(hashes, d)
+    expected_pairs, expected_dist = _brute_force(hashes, d)
+    assert {(k, 2999 - k) for k in range(300)} <= {tuple(p) for p in expected_pairs.tolist()}
+    np.testing.assert_array_equal(pairs, expected_pairs)
+    np.testing.assert_array_equal(dist, expected_dist)

@@ -99,7 +99,7 @@ def test_undecodable_or_missing_file_gives_null_hashes(tmp_path: Path) -> None:
 def test_parallel_path_equals_serial_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     images = _write(tmp_path, 12, fmt="JPEG")
     serial = compute_image_hashes(images, workers=1)
-    monkeypatch.setattr(ih, "MIN_IMAGES_FOR_PROCESSES", 2)
+    monkeypatch.setattr(ih, "MIN_IMAGES_FOR_THREADS", 2)
     monkeypatch.setattr(ih, "MAX_CHUNK_SIZE", 5)  # several chunks, so order is exercised
     parallel = compute_image_hashes(images, workers=2)
     assert parallel.equals(serial)
