@@ -2,6 +2,7 @@
 
 Sizes are each benchmark's defaults (the issue's sizes) unless --quick shrinks them to check
 that everything runs. The end-to-end run takes minutes on its own: add it with --with-e2e.
+The GPU half of the training benchmark needs a CUDA box: `python -m bench.training_gpu`.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
     "hashing": ([], ["--images", "150", "--photos", "30", "--photo-size", "512"]),
     "near_duplicates": ([], ["--sizes", "20000", "--distances", "4", "--sample", "16"]),
     "validation": ([], ["--rows", "5000"]),
+    # 90 s of training per configuration + answering the test split: ~4 min on 2 cores.
+    "training": ([], ["--budget-s", "10", "--eval-samples", "16"]),
 }
 E2E = "e2e"
 

@@ -72,6 +72,21 @@ class TrainConfig:
     save_every_steps: int = 200
     # Truncation safety net only: padding is dynamic (longest sample in the batch).
     max_length: int = 1024
+    # None = dynamic padding (a batch is as long as its longest row). An int pads every row to
+    # exactly that length, as the seed did with 512: kept only to benchmark what it costs.
+    pad_to_length: int | None = None
+    # False = loss on the answer + terminator only. True = labels are input_ids (prompt, image
+    # tokens and padding alike; only ids < 0 cannot be targets): the seed's setting, for benches.
+    loss_on_prompt: bool = False
+    # False = LoRA. True = no adapter, every parameter trains (the seed's full fine-tune); the
+    # "adapter" folder then holds the whole model (safetensors), which training.evaluate cannot
+    # reload as an adapter, and a crashed full fine-tune does not resume.
+    full_finetune: bool = False
+    # Stop once this many seconds went into optimizer steps (data, forward, backward, update;
+    # evaluation and checkpoints excluded), whatever max_steps says: compares configurations at
+    # the same training time. The last step may accumulate fewer micro-batches; the lr schedule
+    # still follows max_steps / num_epochs.
+    max_wall_s: float | None = None
     # Side of the square image the tiny preset's vision tower sees (real presets use their own).
     image_size: int = 64
 

@@ -132,49 +132,91 @@ def tiny_cache_key(arch: TinyArchitecture, corpus: Sequence[str], data_key: str 
     return digest.hexdigest()[:16]
 
 
+@dataclass(frozen=True)
+class LlavaPhi3Dims:
+    """The sizes of a LLaVA model made of a CLIP vision tower and a Phi-3 decoder: the tiny
+    preset's, and the Phi-3-vision-sized stand-in the GPU benchmark builds."""
+
+    image_size: int
+    patch_size: int
+    vision_hidden: int
+    vision_intermediate: int
+    vision_layers: int
+    vision_heads: int
+    vocab_size: int
+    text_hidden: int
+    text_intermediate: int
+    text_layers: int
+    text_heads: int
+    max_positions: int
+    pad_id: int
+    image_id: int
+    eos_id: int | None = None
+    # -1 (the last layer) for a 2-layer tower with nothing to spare; LLaVA itself uses -2.
+    vision_feature_layer: int = -1
+
+
+def llava_phi3_config(dims: LlavaPhi3Dims) -> Any:
+    """A LlavaConfig from sizes only: no hub, no weights."""
+    from transformers import CLIPVisionConfig, LlavaConfig, Phi3Config
+
+    vision = CLIPVisionConfig(
+        image_size=dims.image_size,
+        patch_size=dims.patch_size,
+        hidden_size=dims.vision_hidden,
+        intermediate_size=dims.vision_intermediate,
+        num_hidden_layers=dims.vision_layers,
+        num_attention_heads=dims.vision_heads,
+    )
+    text = Phi3Config(
+        vocab_size=dims.vocab_size,
+        hidden_size=dims.text_hidden,
+        intermediate_size=dims.text_intermediate,
+        num_hidden_layers=dims.text_layers,
+        num_attention_heads=dims.text_heads,
+        max_position_embeddings=dims.max_positions,
+        original_max_position_embeddings=dims.max_positions,
+        pad_token_id=dims.pad_id,
+        bos_token_id=None,
+        eos_token_id=dims.eos_id,
+    )
+    return LlavaConfig(
+        vision_config=vision,
+        text_config=text,
+        image_token_index=dims.image_id,
+        image_seq_length=(dims.image_size // dims.patch_size) ** 2,
+        # "default" drops CLS, as the processor's num_additional_image_tokens=1 expects.
+        vision_feature_select_strategy="default",
+        vision_feature_layer=dims.vision_feature_layer,
+    )
+
+
 def build_tiny_model(arch: TinyArchitecture, tokenizer: Any) -> Any:
     """Random init under a fixed seed, so a cache rebuild reproduces the same weights."""
     import torch
-    from transformers import (
-        CLIPVisionConfig,
-        LlavaConfig,
-        LlavaForConditionalGeneration,
-        Phi3Config,
-    )
+    from transformers import LlavaForConditionalGeneration
 
     end_id = tokenizer.convert_tokens_to_ids(END_TOKEN)
-    vision = CLIPVisionConfig(
+    dims = LlavaPhi3Dims(
         image_size=arch.image_size,
         patch_size=arch.patch_size,
-        hidden_size=arch.vision_hidden,
-        intermediate_size=arch.vision_hidden * 2,
-        num_hidden_layers=arch.vision_layers,
-        num_attention_heads=arch.vision_heads,
-    )
-    text = Phi3Config(
+        vision_hidden=arch.vision_hidden,
+        vision_intermediate=arch.vision_hidden * 2,
+        vision_layers=arch.vision_layers,
+        vision_heads=arch.vision_heads,
         vocab_size=len(tokenizer),
-        hidden_size=arch.text_hidden,
-        intermediate_size=arch.text_hidden * 2,
-        num_hidden_layers=arch.text_layers,
-        num_attention_heads=arch.text_heads,
-        max_position_embeddings=arch.max_positions,
-        original_max_position_embeddings=arch.max_positions,
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=None,
-        eos_token_id=end_id,
-    )
-    config = LlavaConfig(
-        vision_config=vision,
-        text_config=text,
-        image_token_index=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
-        image_seq_length=(arch.image_size // arch.patch_size) ** 2,
-        # "default" drops CLS; the last layer, because a 2-layer tower has nothing to spare.
-        vision_feature_select_strategy="default",
-        vision_feature_layer=-1,
+        text_hidden=arch.text_hidden,
+        text_intermediate=arch.text_hidden * 2,
+        text_layers=arch.text_layers,
+        text_heads=arch.text_heads,
+        max_positions=arch.max_positions,
+        pad_id=tokenizer.pad_token_id,
+        image_id=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
+        eos_id=end_id,
     )
     with torch.random.fork_rng(devices=[]):  # the caller's RNG stream stays untouched
         torch.manual_seed(arch.init_seed)
-        model = LlavaForConditionalGeneration(config)
+        model = LlavaForConditionalGeneration(llava_phi3_config(dims))
     model.generation_config.eos_token_id = end_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model

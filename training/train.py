@@ -124,6 +124,13 @@ def attach_lora(model: Any, preset: ModelPreset, config: TrainConfig) -> Any:
     return get_peft_model(model, lora)
 
 
+def enable_gradient_checkpointing(model: Any) -> None:
+    """Recompute activations in backward; inputs must require grad or a frozen embedding would
+    leave the checkpointed blocks with nothing to differentiate."""
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.enable_input_require_grads()
+
+
 def build_optimizer(model: Any, config: TrainConfig) -> torch.optim.Optimizer:
     """Decay matrices only: decaying norms/biases just fights the signal."""
     params = [p for p in model.parameters() if p.requires_grad]
@@ -215,10 +222,10 @@ def setup(config: TrainConfig) -> Run:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     # Re-seed: whether the base was just built or came from cache must not shift the LoRA init.
     seed_everything(config.seed)
-    model = attach_lora(model, preset, config)
+    if not config.full_finetune:  # a full fine-tune trains the loaded weights themselves
+        model = attach_lora(model, preset, config)
     if config.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        model.enable_input_require_grads()
+        enable_gradient_checkpointing(model)
     model.to(device)
     total = count_total_steps(config, len(dataset["train"]))
     optimizer = build_optimizer(model, config)
@@ -226,6 +233,9 @@ def setup(config: TrainConfig) -> Run:
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(total, warmup))
     state, resumed = TrainState(), None
     checkpoints = list_checkpoints(out / CHECKPOINT_DIR)
+    if checkpoints and config.full_finetune:
+        # load_checkpoint restores adapter weights; a full model checkpoint has none.
+        raise ValueError(f"{out} holds checkpoints; a full fine-tune cannot resume from them")
     if checkpoints:
         state = load_checkpoint(checkpoints[-1], model, optimizer, scheduler)
         resumed = state.step
@@ -238,7 +248,9 @@ def setup(config: TrainConfig) -> Run:
         config.wandb_dataset_artifact,
         name=out.name,
     )
-    collator = VLMCollator(processor, preset, config.max_length)
+    collator = VLMCollator(
+        processor, preset, config.max_length, config.pad_to_length, config.loss_on_prompt
+    )
     use_bf16 = resolve_precision(config.bf16, device)
     return Run(
         config, preset, ref, dataset, processor, model, device, use_bf16, collator,
@@ -293,8 +305,12 @@ def evaluate_and_keep_best(run: Run) -> float:
     return val
 
 
-def optimizer_step(run: Run, batches: Iterator[dict[str, Any]]) -> tuple[float, int]:
-    """One optimizer step over grad_accum_steps micro-batches; returns (mean loss, samples)."""
+def optimizer_step(
+    run: Run, batches: Iterator[dict[str, Any]], deadline: float | None = None
+) -> tuple[float, int]:
+    """One optimizer step over grad_accum_steps micro-batches; returns (mean loss, samples).
+    Past `deadline` (perf_counter; the max_wall_s budget) it steps on the micro-batches it has:
+    one step of a large accumulation can outlast a whole budget at batch size 1."""
     accum, loss_sum, samples = run.config.grad_accum_steps, 0.0, 0
     for _ in range(accum):
         batch = next(batches)
@@ -302,6 +318,8 @@ def optimizer_step(run: Run, batches: Iterator[dict[str, Any]]) -> tuple[float, 
         loss.backward()
         loss_sum += float(loss.detach())
         samples += int(batch["input_ids"].shape[0])
+        if deadline is not None and time.perf_counter() >= deadline:
+            break
     params = [p for p in run.model.parameters() if p.requires_grad]
     torch.nn.utils.clip_grad_norm_(params, run.config.max_grad_norm)
     run.optimizer.step()
@@ -318,6 +336,10 @@ def progress_bar(total: int, initial: int) -> Any:
     return tqdm(total=total, initial=initial, desc="train", file=sys.stderr, disable=None)
 
 
+def out_of_time(config: TrainConfig, state: TrainState) -> bool:
+    return config.max_wall_s is not None and state.train_seconds >= config.max_wall_s
+
+
 def train_loop(run: Run) -> float | None:
     cfg, state = run.config, run.state
     start_micro = state.step * cfg.grad_accum_steps
@@ -327,9 +349,12 @@ def train_loop(run: Run) -> float | None:
     loader = make_loader(SampleView(run.dataset["train"]), run.collator, stream, cfg.num_workers)
     batches, bar, last_val = iter(loader), progress_bar(run.total_steps, state.step), None
     run.model.train()
-    while state.step < run.total_steps:
+    while state.step < run.total_steps and not out_of_time(cfg, state):
         started = time.perf_counter()
-        loss, samples = optimizer_step(run, batches)
+        deadline = (
+            None if cfg.max_wall_s is None else started + cfg.max_wall_s - state.train_seconds
+        )
+        loss, samples = optimizer_step(run, batches, deadline)
         elapsed = time.perf_counter() - started
         state.step += 1
         state.samples_seen += samples
@@ -340,7 +365,7 @@ def train_loop(run: Run) -> float | None:
         if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.3f}")
-        done = state.step == run.total_steps
+        done = state.step == run.total_steps or out_of_time(cfg, state)
         if done or (cfg.eval_every_steps and state.step % cfg.eval_every_steps == 0):
             last_val = evaluate_and_keep_best(run)
         if done or (cfg.save_every_steps and state.step % cfg.save_every_steps == 0):
@@ -393,7 +418,7 @@ def finish_outputs(run: Run, final_val: float | None) -> dict[str, Any]:
 
 def log_sample_predictions(run: Run, n: int = 8) -> None:
     """A W&B table of what the best adapter answers on validation images (skipped untracked)."""
-    if type(run.tracker) is Tracker:
+    if type(run.tracker) is Tracker or run.config.full_finetune:  # no adapter to reload
         return
     from training.evaluate import generate_answers, load_model_for_eval
 

@@ -12,6 +12,14 @@ MODULES = ("config", "presets", "tiny", "collate", "data", "checkpoint", "tracki
            "train", "evaluate", "pipes")  # fmt: skip
 
 
+def assert_runs_ok(code: str) -> None:
+    """Run `code` in a fresh interpreter at the repository root; it must print just "ok"."""
+    root = TRAINING.parent
+    result = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
+
+
 def test_training_imports_without_dagster_or_polars():
     code = (
         "import sys\n"
@@ -23,10 +31,7 @@ def test_training_imports_without_dagster_or_polars():
         "assert not bad, bad\n"
         "print('ok')\n"
     )
-    root = TRAINING.parent
-    result = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "ok"
+    assert_runs_ok(code)
 
 
 def test_every_module_is_covered_by_the_import_check():
@@ -45,3 +50,15 @@ def test_no_pickle_and_no_unsafe_torch_load():
         for call in re.finditer(r"torch\.load\((.*?)\)", source, re.S):
             assert "weights_only=True" in call.group(1), (path, call.group(0))
         assert "torch.save(" not in source, path  # checkpoints are safetensors + JSON
+
+
+def test_gpu_training_bench_imports_without_dagster_polars_or_datasets():
+    """bench.training_gpu is run on a lent GPU box that has only torch/transformers/peft."""
+    code = (
+        "import sys\n"
+        "for name in ('dagster', 'polars', 'datasets', 'assets', 'curation'):\n"
+        "    sys.modules[name] = None\n"
+        "import bench.training_gpu\n"
+        "print('ok')\n"
+    )
+    assert_runs_ok(code)
