@@ -69,10 +69,10 @@ def test_tuned_model_meets_the_demo_bar(demo_run: Path) -> None:
     majority = evaluation["baselines"]["majority_category"]["category_accuracy"]
     median_mae = evaluation["baselines"]["median_price"]["price_mae"]
     assert tuned["parse_rate"] >= 0.95, evaluation
-    # Training is deterministic on one machine but not across CPUs (float reductions follow the
-    # SIMD width): the same commit scored 0.84 here and 0.796 on CI. The absolute bar keeps a
-    # margin below both; the relative bar below is what says the tuning learned the categories.
-    assert tuned["category_accuracy"] >= 0.75, evaluation
+    # The demo bar. Training is deterministic on one machine, not across CPUs (float
+    # reductions follow the SIMD width): demo-v5 pictures scored 0.84 here and 0.796 on CI; the
+    # demo-v6 pictures score 0.93 here, which leaves that spread a wide margin.
+    assert tuned["category_accuracy"] >= 0.8, evaluation
     assert tuned["category_accuracy"] >= majority + 0.3, evaluation
     assert tuned["price_mae"] < median_mae, evaluation
     assert base["category_accuracy"] < tuned["category_accuracy"]
