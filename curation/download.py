@@ -120,8 +120,11 @@ class DownloadPolicy:
     deadline_s: float = 30.0
     # Transient failures (connection errors, timeouts, 429, 5xx) get this many tries in all.
     max_attempts: int = 4
-    # Exponential backoff with full jitter: sleep U(0, min(max, base * 2**(attempt-1))).
-    backoff_base_s: float = 0.5
+    # Exponential backoff with full jitter: wait U(0, min(max, base * 2**(attempt-1))). A 0.25 s
+    # base (AWS's standard retry mode uses 0.1 s) caps a permanent 5xx's 4 tries at 1.75 s of
+    # waiting, 3.5 s with 0.5 s, which set the tail of a whole batch (bench/RESULTS.md, download);
+    # a 429 or 503 that needs longer says so in Retry-After, which is honoured.
+    backoff_base_s: float = 0.25
     backoff_max_s: float = 8.0
     # Product images redirect once or twice (CDN, http->https); more is a loop or a trick.
     max_redirects: int = 5
