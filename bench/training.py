@@ -83,12 +83,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def demo_dataset(root: Path) -> Path:
     """The demo catalogue through the pipeline's data groups (what `make demo` trains on),
-    built once: ~1-2 min of Dagster, reused by later runs."""
+    built once per demo version: ~1-2 min of Dagster, reused by later runs."""
     from bench.e2e import run_demo
+    from curation.demo import DEMO_VERSION
 
-    out = root / "data" / "hf_dataset"
+    build = root / DEMO_VERSION  # new demo pictures must not be benchmarked on old ones
+    out = build / "data" / "hf_dataset"
     if not (out / "dataset_dict.json").exists():
-        _, code, tail = run_demo(root / "dagster_home", root / "data", "demo", 1800, DATA_GROUPS)
+        _, code, tail = run_demo(build / "dagster_home", build / "data", "demo", 1800, DATA_GROUPS)
         if code != 0:
             raise RuntimeError(f"building the demo dataset failed (exit {code}):\n{tail}")
     return out
@@ -143,6 +145,15 @@ def run_config(
 
 
 def peak_rss_mib() -> float:
+    """This process's own peak RSS. Not ru_maxrss: Linux carries the parent's peak over fork +
+    exec into it, so every worker would report the parent's (which built the tiny base)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):  # per address space: exec starts a fresh one
+                    return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
@@ -235,7 +246,7 @@ def notes_for(args: argparse.Namespace, results: dict[str, dict], base_path: str
         "collation included; the final validation pass, checkpoint and test answers excluded). "
         "Each configuration runs in its own interpreter with "
         f"{args.threads or 'the default number of'} torch thread(s) (2 threads on this shared "
-        "box made random steps 10x slower); peak RSS is its ru_maxrss after training "
+        "box made random steps 10x slower); peak RSS is its VmHWM after training "
         "(interpreter, libraries, dataset and model included).",
         f"Data: the demo export ({args.dataset_dir or 'built under ' + str(args.root)}); "
         f"tiny base {Path(base_path).name} (pretrained vision tower) shared by both. Test: "

@@ -300,7 +300,7 @@ def pretrain_vision_tower(
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
         schedule.step()
-        losses[-1] += float(loss) / per_epoch
+        losses[-1] += float(loss.detach()) / per_epoch
     tower.eval()
     return losses
 
