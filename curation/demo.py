@@ -383,14 +383,14 @@ def _source_bytes(row: DemoRow) -> bytes:
     return encode(draw_product(row.look, row.seed), "PNG" if row.seed % 12 == 0 else "JPEG")
 
 
-def _near_copy_bytes(row: DemoRow) -> bytes:
-    """A planted near duplicate: its source's picture edited. The edit's randomness comes from
-    the copy's own code and its source's seed, so redrawing the source redraws the copy."""
+def _near_copy_bytes(row: DemoRow, original: bytes) -> bytes:
+    """A planted near duplicate: its source's picture (`original`) edited. The edit's randomness
+    comes from the copy's own code and its source's seed, so redrawing the source redraws it."""
     source = row.source_of
     assert source is not None
     kind = row.defect.removeprefix("near_duplicate_")
     rng = random.Random(f"{row.values['product_code']}:{source.seed}")
-    with Image.open(io.BytesIO(_source_bytes(source))) as decoded:
+    with Image.open(io.BytesIO(original)) as decoded:
         altered = near_duplicate(decoded.convert("RGB"), kind, rng)
     return encode(altered, "JPEG", quality=70 if kind == "reencode" else 88)
 
@@ -400,8 +400,10 @@ def _picture_bytes(row: DemoRow, cache: dict[tuple[int, int], bytes]) -> bytes:
     source = row.source_of or row
     key = (id(row), source.seed)
     if key not in cache:
-        near = row.defect.startswith("near_duplicate_")
-        cache[key] = _near_copy_bytes(row) if near else _source_bytes(source)
+        if row.defect.startswith("near_duplicate_"):  # edit the cached source, not a redraw
+            cache[key] = _near_copy_bytes(row, _picture_bytes(source, cache))
+        else:
+            cache[key] = _source_bytes(source)
     return cache[key]
 
 
