@@ -30,9 +30,11 @@ from curation import download, image_store
 from curation.download import (
     BadImageError,
     DownloadPolicy,
+    batch,
     fetch_image,
     fetch_images,
     inspect_image_bytes,
+    transport,
 )
 from schemas.tables import (
     IMAGE_FETCH_SCHEMA,
@@ -546,7 +548,7 @@ def test_fetches_run_concurrently(server: FaultServer, tmp_path: Path) -> None:
 def test_backoff_is_exponential_with_full_jitter() -> None:
     policy = replace(FAST, backoff_base_s=0.5, backoff_max_s=3.0)
     for attempt, ceiling in [(1, 0.5), (2, 1.0), (3, 2.0), (4, 3.0), (9, 3.0)]:
-        delays = [download._backoff_s(attempt, policy) for _ in range(200)]
+        delays = [batch._backoff_s(attempt, policy) for _ in range(200)]
         assert min(delays) >= 0.0 and max(delays) <= ceiling
         assert max(delays) > ceiling / 2  # jittered over the whole range, not a fixed sleep
 
@@ -563,7 +565,7 @@ def test_backing_off_urls_do_not_hold_workers(
         delays.append(attempt)
         return backoff_s
 
-    monkeypatch.setattr(download, "_backoff_s", fixed_backoff)
+    monkeypatch.setattr(batch, "_backoff_s", fixed_backoff)
     stored_at: list[float] = []
     real_store = image_store.store_image_bytes
 
@@ -609,9 +611,9 @@ def test_batch_retries_keep_retry_after_and_give_up_rules(
 
 def test_a_due_retry_that_outlives_its_deadline_keeps_its_error(tmp_path: Path) -> None:
     started = time.monotonic()
-    job = download._Job("http://127.0.0.1:9/x.jpg", started, download._Deadline(0.01))
+    job = batch._Job("http://127.0.0.1:9/x.jpg", started, transport.Deadline(0.01))
     job.last_error = download.FetchError("http_status", "503", retryable=True)
     job.last_error.attempts = job.attempt = 2
     time.sleep(0.02)
-    row = download._attempt(job, str(tmp_path), FAST)
+    row = batch._attempt(job, str(tmp_path), FAST)
     assert row is not None and (row["reason"], row["attempts"]) == ("http_status: 503", 2)

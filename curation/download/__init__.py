@@ -1,0 +1,35 @@
+"""Robust, concurrent image download: untrusted URLs in, verified content-addressed images out.
+
+- `policy`: the knobs (`DownloadPolicy`) and which URLs and addresses may be fetched (SSRF).
+- `transport`: one attempt at one URL, with a byte cap, a deadline and a watchdog.
+- `sniff`: what the bytes are, checked by a full decode.
+- `batch`: the retry scheduler, the per-URL resume index and the result table.
+"""
+
+from curation.download.batch import (
+    URL_INDEX_DIR,
+    FetchStats,
+    ImageFetchResult,
+    fetch_image,
+    fetch_images,
+)
+from curation.download.policy import DEFAULT_POLICY, DownloadPolicy, address_problem
+from curation.download.reasons import BadImageError, FetchError, reason_code
+from curation.download.sniff import FORMAT_EXTENSIONS, inspect_image_bytes, sniff_format
+
+__all__ = [
+    "DEFAULT_POLICY",
+    "FORMAT_EXTENSIONS",
+    "URL_INDEX_DIR",
+    "BadImageError",
+    "DownloadPolicy",
+    "FetchError",
+    "FetchStats",
+    "ImageFetchResult",
+    "address_problem",
+    "fetch_image",
+    "fetch_images",
+    "inspect_image_bytes",
+    "reason_code",
+    "sniff_format",
+]

@@ -1,0 +1,348 @@
+"""Many URLs at once: the retry scheduler, the resume index and the result table.
+
+`fetch_images` is the one driver: every attempt, retry and backoff of every URL goes through
+its scheduler, and `fetch_image` is a batch of one. It never raises for a bad URL, server or
+bytes; each row's `status` (schemas.tables IMAGE_STATUS_*) and `reason` say what went wrong,
+so the curation ledger can account for every row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import itertools
+import json
+import random
+import time
+from collections import Counter, deque
+from collections.abc import Iterable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import asdict, dataclass, field
+from typing import Any, TypeGuard
+
+import fsspec
+import polars as pl
+
+from curation import image_store
+from curation.download.policy import DEFAULT_POLICY, DownloadPolicy
+from curation.download.reasons import REASON_BAD_URL, BadImageError, FetchError, reason_code
+from curation.download.sniff import FORMAT_EXTENSIONS, inspect_image_bytes
+from curation.download.transport import Deadline, fetch_once
+from schemas.tables import (
+    IMAGE_FETCH_SCHEMA,
+    IMAGE_STATUS_BAD_IMAGE,
+    IMAGE_STATUS_DOWNLOAD_FAILED,
+    IMAGE_STATUS_OK,
+    empty_frame,
+)
+
+
+@dataclass(frozen=True)
+class ImageFetchResult:
+    """One row of IMAGE_FETCH_SCHEMA."""
+
+    url: str | None
+    status: str
+    reason: str | None
+    sha256: str | None
+    path: str | None
+    format: str | None
+    width: int | None
+    height: int | None
+    bytes: int | None
+    attempts: int
+    elapsed_s: float
+
+    @property
+    def reason_code(self) -> str | None:
+        return reason_code(self.reason)
+
+
+@dataclass(frozen=True)
+class FetchStats:
+    """`ok + failed + bad_image` equals the number of rows (reused rows count as ok)."""
+
+    attempted: int
+    reused: int
+    ok: int
+    failed: int
+    bad_image: int
+    reasons: dict[str, int] = field(default_factory=dict)  # reason code -> rows
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _backoff_s(attempt: int, policy: DownloadPolicy) -> float:
+    ceiling = min(policy.backoff_max_s, policy.backoff_base_s * 2 ** (attempt - 1))
+    return random.uniform(0.0, ceiling)  # full jitter: retries of many workers spread out
+
+
+def _retry_delay(
+    exc: FetchError, attempt: int, policy: DownloadPolicy, deadline: Deadline
+) -> float | None:
+    """Seconds to wait before the next attempt, or None when `exc` is the URL's final answer.
+
+    The scheduler does not sleep it: the job waits on a heap while its worker takes other work.
+    """
+    exc.attempts = attempt
+    if not exc.retryable or attempt >= policy.max_attempts:
+        return None
+    delay = exc.retry_after if exc.retry_after is not None else _backoff_s(attempt, policy)
+    if delay >= deadline.remaining():
+        return None  # waiting would only trade this error for a deadline error
+    return delay
+
+
+def _result(
+    url: str | None, status: str, reason: str | None, started: float, **fields: Any
+) -> ImageFetchResult:
+    values: dict[str, Any] = dict.fromkeys(("sha256", "path", "format", "width", "height"))
+    values.update(bytes=None, attempts=0)
+    values.update(fields)
+    elapsed = round(time.monotonic() - started, 4)
+    return ImageFetchResult(url=url, status=status, reason=reason, elapsed_s=elapsed, **values)
+
+
+def _is_usable(url: str | None) -> TypeGuard[str]:
+    return isinstance(url, str) and bool(url.strip())
+
+
+def _empty(url: str | None, started: float) -> ImageFetchResult:
+    return _result(url, IMAGE_STATUS_DOWNLOAD_FAILED, f"{REASON_BAD_URL}: empty", started)
+
+
+def _failed(url: str | None, exc: FetchError, started: float) -> ImageFetchResult:
+    failed = IMAGE_STATUS_DOWNLOAD_FAILED
+    return _result(url, failed, exc.reason, started, attempts=exc.attempts)
+
+
+def _verified(
+    url: str, data: bytes, attempts: int, started: float, store_root: str, policy: DownloadPolicy
+) -> ImageFetchResult:
+    """Check the downloaded bytes and store them if they are an allowed image."""
+    try:
+        kind, width, height = inspect_image_bytes(data, policy.max_pixels)
+    except BadImageError as exc:
+        bad = IMAGE_STATUS_BAD_IMAGE
+        return _result(url, bad, exc.reason, started, bytes=len(data), attempts=attempts)
+    path = image_store.store_image_bytes(store_root, data, FORMAT_EXTENSIONS[kind])
+    return _result(
+        url,
+        IMAGE_STATUS_OK,
+        None,
+        started,
+        sha256=image_store.sha256_hex(data),
+        path=path,
+        format=kind,
+        width=width,
+        height=height,
+        bytes=len(data),
+        attempts=attempts,
+    )
+
+
+def fetch_image(
+    url: str | None, store_root: str, policy: DownloadPolicy = DEFAULT_POLICY
+) -> ImageFetchResult:
+    """Download, verify and store one image: a batch of one through the batch scheduler.
+
+    Never raises for a bad URL, server or bytes. Unlike `fetch_images` it does not reuse an
+    earlier success: it always fetches (and records the success in the URL index). Storage
+    errors (full disk, missing bucket) do raise: they are the operator's problem and must fail
+    the run rather than mark every row as a bad download.
+    """
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fetch") as pool:
+        rows = _fetch_scheduled([url], store_root, policy, pool, workers=1)
+    return ImageFetchResult(**rows[url])
+
+
+def _reuse_candidates(previous: pl.DataFrame | None) -> list[dict[str, Any]]:
+    if previous is None or previous.height == 0:
+        return []
+    rows = (
+        previous.select(list(IMAGE_FETCH_SCHEMA))
+        .filter((pl.col("status") == IMAGE_STATUS_OK) & pl.col("sha256").is_not_null())
+        .filter(pl.col("format").is_in(list(FORMAT_EXTENSIONS)))
+        .unique(subset="url", keep="first", maintain_order=True)
+    )
+    return rows.to_dicts()
+
+
+def _still_stored(row: dict[str, Any], store_root: str) -> dict[str, Any] | None:
+    """The previous row, pointed at the current store, if its image is still there."""
+    try:
+        path = image_store.image_path_for(
+            store_root, row["sha256"], FORMAT_EXTENSIONS[row["format"]]
+        )
+    except ValueError:
+        return None
+    return {**row, "path": path} if image_store.exists(path) else None
+
+
+# Per-URL success records under the store root, written as each image lands: a run killed
+# before its table is saved still leaves proof of what it finished, so the rerun skips those.
+URL_INDEX_DIR = "image_index"
+_RECORD_FIELDS = ("url", "sha256", "format", "width", "height", "bytes", "attempts", "elapsed_s")
+
+
+def _url_record_path(store_root: str, url: str) -> str:
+    digest = hashlib.sha256(url.encode("utf-8", "surrogatepass")).hexdigest()
+    return f"{str(store_root).rstrip('/')}/{URL_INDEX_DIR}/{digest[:2]}/{digest}.json"
+
+
+def _with_record(result: ImageFetchResult, store_root: str) -> dict[str, Any]:
+    """The result as a table row, its success recorded in the URL index first."""
+    row = asdict(result)
+    if row["status"] == IMAGE_STATUS_OK and isinstance(result.url, str):
+        record = json.dumps({name: row[name] for name in _RECORD_FIELDS}).encode()
+        image_store.write_bytes_atomic(_url_record_path(store_root, result.url), record)
+    return row
+
+
+@dataclass
+class _Job:
+    """One URL of a batch between its attempts; one thread at a time holds it."""
+
+    url: str | None
+    started: float = 0.0
+    deadline: Deadline | None = None
+    attempt: int = 0
+    last_error: FetchError | None = None
+    ready_at: float = 0.0  # when the next attempt is due
+
+
+def _attempt(job: _Job, store_root: str, policy: DownloadPolicy) -> dict[str, Any] | None:
+    """Make the job's next attempt: its final row, or None to retry it at `job.ready_at`."""
+    url = job.url
+    if job.deadline is None:
+        job.started = time.monotonic()
+        # The budget starts at the first attempt, not when the URL joined the batch's queue.
+        job.deadline = Deadline(policy.deadline_s)
+    elif job.last_error is not None and job.deadline.remaining() <= 0:
+        # Due, but no worker was free before the deadline: the last error stands, as it does
+        # when a backoff would outlast the deadline.
+        return asdict(_failed(url, job.last_error, job.started))
+    if not _is_usable(url):
+        return asdict(_empty(url, job.started))
+    job.attempt += 1
+    try:
+        data = fetch_once(url.strip(), policy, job.deadline)
+    except FetchError as exc:
+        delay = _retry_delay(exc, job.attempt, policy, job.deadline)
+        if delay is None:
+            return asdict(_failed(url, exc, job.started))
+        job.last_error, job.ready_at = exc, time.monotonic() + delay
+        return None
+    result = _verified(url, data, job.attempt, job.started, store_root, policy)
+    return _with_record(result, store_root)
+
+
+def _fetch_scheduled(
+    urls: list[str | None],
+    store_root: str,
+    policy: DownloadPolicy,
+    pool: ThreadPoolExecutor,
+    workers: int,
+) -> dict[str | None, dict[str, Any]]:
+    """Fetch `urls` with at most `workers` attempts in flight, and no worker ever asleep.
+
+    A backoff slept inside a worker held it for seconds per permanently failing URL, so a few
+    of those set the tail of a batch. Here an attempt that may be retried goes on a heap of
+    (due time, job); a free worker takes a due retry before a fresh URL, so a due retry waits
+    at most for one attempt to end (should its deadline pass meanwhile, its last error stands).
+    """
+    fresh = deque(_Job(url) for url in urls)
+    waiting: list[tuple[float, int, _Job]] = []
+    order = itertools.count()  # ties on the due time never compare jobs
+    running: dict[Future[dict[str, Any] | None], _Job] = {}
+    rows: dict[str | None, dict[str, Any]] = {}
+    while fresh or waiting or running:
+        now = time.monotonic()
+        while len(running) < workers and (fresh or (waiting and waiting[0][0] <= now)):
+            due = waiting and waiting[0][0] <= now
+            job = heapq.heappop(waiting)[2] if due else fresh.popleft()
+            running[pool.submit(_attempt, job, store_root, policy)] = job
+        # Wake for the next retry only if a worker is free to take it; else for a completion.
+        free = len(running) < workers and bool(waiting)
+        timeout = max(0.0, waiting[0][0] - now) if free else None
+        if not running:
+            time.sleep(timeout or 0.0)  # wait() on no futures returns at once
+            continue
+        done, _ = wait(running, timeout=timeout, return_when=FIRST_COMPLETED)
+        for future in done:
+            job = running.pop(future)
+            row = future.result()  # storage errors propagate and fail the batch
+            if row is None:
+                heapq.heappush(waiting, (job.ready_at, next(order), job))
+            else:
+                rows[job.url] = row
+    return rows
+
+
+def _recorded(url: str | None, store_root: str) -> dict[str, Any] | None:
+    """The success a previous (possibly killed) run recorded for this URL, if its image is
+    still in the store; an unreadable record is ignored and the URL fetched again."""
+    if not isinstance(url, str):
+        return None
+    path = _url_record_path(store_root, url)
+    fs, fs_path = fsspec.core.url_to_fs(path)
+    try:
+        with fs.open(fs_path, "rb") as handle:
+            record = json.loads(handle.read())
+    except (FileNotFoundError, ValueError):
+        return None
+    if not isinstance(record, dict) or record.get("url") != url:
+        return None
+    row = {name: record.get(name) for name in _RECORD_FIELDS}
+    if row["format"] not in FORMAT_EXTENSIONS or not isinstance(row["sha256"], str):
+        return None
+    return _still_stored({**row, "status": IMAGE_STATUS_OK, "reason": None}, store_root)
+
+
+def fetch_images(
+    urls: Iterable[str | None],
+    store_root: str,
+    policy: DownloadPolicy = DEFAULT_POLICY,
+    workers: int = 64,
+    previous: pl.DataFrame | None = None,
+) -> tuple[pl.DataFrame, FetchStats]:
+    """Fetch every distinct URL once (order of first appearance), reusing earlier successes.
+
+    A URL whose image is still in the store is not fetched again when `previous` has it as ok
+    or when a run (even one killed half-way) recorded it in the URL index; failures are
+    retried. Threads, not processes: the work waits on the network.
+    """
+    distinct = list(dict.fromkeys(urls))
+    wanted = set(distinct)
+    candidates = [row for row in _reuse_candidates(previous) if row["url"] in wanted]
+    rows: dict[str | None, dict[str, Any]] = {}
+    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="fetch") as pool:
+        checked = pool.map(lambda row: _still_stored(row, store_root), candidates)
+        reused = {row["url"]: row for row in checked if row is not None}
+        unseen = [url for url in distinct if url not in reused]
+        recorded = pool.map(lambda url: _recorded(url, store_root), unseen)
+        reused.update((row["url"], row) for row in recorded if row is not None)
+        todo = [url for url in distinct if url not in reused]
+        rows.update(_fetch_scheduled(todo, store_root, policy, pool, max(1, workers)))
+    rows.update(reused)
+    ordered = [rows[url] for url in distinct]
+    frame = (
+        pl.DataFrame(ordered, schema=IMAGE_FETCH_SCHEMA)
+        if ordered
+        else empty_frame(IMAGE_FETCH_SCHEMA)
+    )
+    return frame, _stats(frame, attempted=len(todo), reused=len(reused))
+
+
+def _stats(frame: pl.DataFrame, attempted: int, reused: int) -> FetchStats:
+    statuses = Counter(frame.get_column("status").to_list())
+    codes = Counter(code for code in map(reason_code, frame.get_column("reason").to_list()) if code)
+    return FetchStats(
+        attempted=attempted,
+        reused=reused,
+        ok=statuses[IMAGE_STATUS_OK],
+        failed=statuses[IMAGE_STATUS_DOWNLOAD_FAILED],
+        bad_image=statuses[IMAGE_STATUS_BAD_IMAGE],
+        reasons=dict(sorted(codes.items())),
+    )
