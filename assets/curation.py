@@ -4,9 +4,9 @@ import dagster as dg
 import polars as pl
 
 from assets._common import counts_markdown, table_output
+from assets.resources import PipelineSettings
 from curation.ledger import build_curation_ledger, ledger_counts, select_curated_products
 from curation.report import build_data_quality_report, write_report_html
-from dagster_project.resources import PipelineSettings
 
 GROUP = "curation"
 

@@ -5,6 +5,7 @@ import polars as pl
 
 from assets._common import counts_markdown, frame_markdown, table_output
 from assets.images import previous_table
+from assets.resources import PipelineSettings
 from curation.catalogue import frame_fingerprint
 from curation.export import (
     build_dataset_dict,
@@ -22,7 +23,6 @@ from curation.splits import (
     strata_missing_splits,
 )
 from curation.variants import make_synthetic_variants, variant_kind_counts
-from dagster_project.resources import PipelineSettings
 
 GROUP = "dataset"
 

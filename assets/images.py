@@ -5,10 +5,10 @@ import fsspec
 import polars as pl
 
 from assets._common import counts_markdown, table_output
+from assets.resources import DownloadSettings, PipelineSettings
 from curation.dedupe import duplicate_clusters as cluster_duplicates
 from curation.download import DownloadPolicy, fetch_images
 from curation.image_hashing import compute_image_hashes
-from dagster_project.resources import DownloadSettings, PipelineSettings
 from schemas.tables import IMAGE_STATUS_OK, PRODUCT_IMAGES_SCHEMA
 
 GROUP = "images"

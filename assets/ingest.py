@@ -4,6 +4,7 @@ import dagster as dg
 import polars as pl
 
 from assets._common import counts_markdown, table_output
+from assets.resources import PipelineSettings
 from curation.catalogue import (
     CatalogueError,
     load_raw_catalogue,
@@ -11,7 +12,6 @@ from curation.catalogue import (
     source_fingerprint,
 )
 from curation.validation import validate_catalogue
-from dagster_project.resources import PipelineSettings
 
 GROUP = "ingest"
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from dagster_project.resources import PipelineSettings
+from assets.resources import PipelineSettings
 from training.config import EvalConfig, TrainConfig
 
 GROUP = "model"

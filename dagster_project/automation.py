@@ -18,8 +18,8 @@ from dagster._core.definitions.data_version import CachingStaleStatusResolver, S
 from dagster._core.storage.dagster_run import IN_PROGRESS_RUN_STATUSES
 from dagster._time import get_current_datetime
 
+from assets.resources import PipelineSettings
 from curation.catalogue import resolve_catalogue_uri, source_fingerprint
-from dagster_project.resources import PipelineSettings
 
 CATALOGUE_SOURCE = dg.AssetKey("catalogue_source")
 # A run that died with its machine (OOM, preemption) is retried once from the failed step.

@@ -5,6 +5,11 @@ from __future__ import annotations
 import dagster as dg
 
 from assets import curation, dataset, images, ingest, model
+from assets.resources import (
+    download_settings_from_env,
+    parquet_io_manager,
+    pipeline_settings_from_env,
+)
 from dagster_project.automation import (
     build_dataset_job,
     catalogue_changed_sensor,
@@ -13,11 +18,6 @@ from dagster_project.automation import (
     train_and_evaluate_job,
 )
 from dagster_project.executors import executor_from_env
-from dagster_project.resources import (
-    download_settings_from_env,
-    parquet_io_manager,
-    pipeline_settings_from_env,
-)
 
 ASSET_MODULES = [ingest, images, curation, dataset, model]
 

@@ -21,26 +21,42 @@ def test_package_imports_without_dagster(package: str) -> None:
     assert out.stdout.strip() == "[]", out.stdout
 
 
-def test_only_definitions_imports_assets() -> None:
-    import pathlib
-
-    root = pathlib.Path(__file__).resolve().parents[1]
-    offenders = [
-        str(path.relative_to(root))
-        for folder in ("schemas", "curation", "training", "dagster_project")
-        for path in (root / folder).rglob("*.py")
-        if path.name != "definitions.py"
-        and ("from assets" in path.read_text() or "import assets" in path.read_text())
-    ]
-    assert offenders == []
-
-
-def test_assets_import_only_resources_from_dagster_project() -> None:
+def test_only_definitions_imports_asset_definitions() -> None:
+    """One `Definitions`, built in one place: the rest of `dagster_project` may use the
+    resources, never the asset modules themselves."""
     import pathlib
     import re
 
     root = pathlib.Path(__file__).resolve().parents[1]
-    pattern = re.compile(r"^\s*(?:from|import)\s+dagster_project(\.\w+)?", re.M)
-    for path in (root / "assets").rglob("*.py"):
-        for match in pattern.finditer(path.read_text()):
-            assert match.group(1) == ".resources", f"{path}: {match.group(0)}"
+    pattern = re.compile(r"^\s*(?:from\s+assets(\.\w+)?\s+import|import\s+assets(\.\w+)?)", re.M)
+    offenders = [
+        f"{path.relative_to(root)}: {m.group(0).strip()}"
+        for path in (root / "dagster_project").rglob("*.py")
+        if path.name != "definitions.py"
+        for m in pattern.finditer(path.read_text())
+        if (m.group(1) or m.group(2)) != ".resources"
+    ]
+    assert offenders == []
+
+
+def test_assets_never_import_dagster_project() -> None:
+    """`dagster_project → assets → curation, training → schemas`: nothing reaches up."""
+    import pathlib
+    import re
+
+    root = pathlib.Path(__file__).resolve().parents[1]
+    upward = {
+        "assets": ("dagster_project",),
+        "curation": ("dagster_project", "assets", "training"),
+        "training": ("dagster_project", "assets", "curation"),
+        "schemas": ("dagster_project", "assets", "curation", "training"),
+    }
+    offenders = []
+    for package, forbidden in upward.items():
+        pattern = re.compile(rf"^\s*(?:from|import)\s+({'|'.join(forbidden)})\b", re.M)
+        for path in (root / package).rglob("*.py"):
+            offenders += [
+                f"{path.relative_to(root)}: {m.group(0).strip()}"
+                for m in pattern.finditer(path.read_text())
+            ]
+    assert offenders == []

@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 
 from assets import curation, dataset, images, ingest
-from dagster_project.resources import DownloadSettings, PipelineSettings, parquet_io_manager
+from assets.resources import DownloadSettings, PipelineSettings, parquet_io_manager
 
 MODULES = [ingest, images, curation, dataset]
 

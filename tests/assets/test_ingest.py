@@ -4,7 +4,7 @@ import dagster as dg
 import polars as pl
 
 from assets import ingest
-from dagster_project.resources import PipelineSettings, parquet_io_manager
+from assets.resources import PipelineSettings, parquet_io_manager
 
 
 def test_ingest_group_materializes_with_manifest_counts(tmp_path, demo_catalogue, demo_manifest):

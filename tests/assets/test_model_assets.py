@@ -8,7 +8,7 @@ from pathlib import Path
 import dagster as dg
 
 from assets import model
-from dagster_project.resources import PipelineSettings
+from assets.resources import PipelineSettings
 from tests.training.conftest import make_catalogue_dataset
 
 

@@ -32,7 +32,7 @@ def materialize(catalogue: str, data_dir: str) -> None:
     import dagster as dg
 
     from assets import images, ingest
-    from dagster_project.resources import DownloadSettings, PipelineSettings, parquet_io_manager
+    from assets.resources import DownloadSettings, PipelineSettings, parquet_io_manager
 
     defs = dg.Definitions(
         assets=[*dg.load_assets_from_modules([ingest]), images.product_images],

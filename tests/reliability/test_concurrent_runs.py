@@ -13,7 +13,7 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from dagster_project.resources import parquet_io_manager
+from assets.resources import parquet_io_manager
 from tests.curation.fault_server import FaultServer
 from tests.reliability._store import check_store
 

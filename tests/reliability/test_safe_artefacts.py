@@ -182,8 +182,8 @@ def test_secrets_never_reach_metadata_logs_or_outputs(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     from assets import curation, dataset, images, ingest
+    from assets.resources import DownloadSettings, PipelineSettings, parquet_io_manager
     from curation.demo import build_demo_catalogue
-    from dagster_project.resources import DownloadSettings, PipelineSettings, parquet_io_manager
 
     for name, value in CANARIES.items():
         monkeypatch.setenv(name, value)
