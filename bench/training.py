@@ -25,30 +25,34 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from bench.common import Report, base_parser, publish
+from bench.seed import SEED_LAYOUT, SeedLayout
 
 BENCH_ROOT = Path(tempfile.gettempdir(), "catalogue-vlm-bench-training")
 DATA_GROUPS = ("ingest", "images", "curation", "dataset")
 
-# name -> (description, TrainConfig overrides); "seed" is the baseline the ratios divide by.
-CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
+# name -> (description, TrainConfig overrides, layout); "seed" is what the ratios divide by.
+CONFIGS: dict[str, tuple[str, dict[str, Any], SeedLayout]] = {
     "seed": (
         "seed: pad 512, labels = input_ids, full FT, batch 1 x accum 64, lr 5e-5",
         {
-            "pad_to_length": 512,
-            "loss_on_prompt": True,
-            "full_finetune": True,
             "per_device_batch_size": 1,
             "grad_accum_steps": 64,
             "learning_rate": 5e-5,
             "warmup_ratio": 0.0,
             "weight_decay": 0.0,
         },
+        SEED_LAYOUT,
     ),
-    "ours": ("ours: dynamic padding, answer-only labels, LoRA, batch 16, lr 2e-3", {}),
+    "ours": (
+        "ours: dynamic padding, answer-only labels, LoRA, batch 16, lr 2e-3",
+        {},
+        SeedLayout(),
+    ),
 }
 BASELINE = "seed"
 
@@ -129,7 +133,10 @@ def run_config(
     shutil.rmtree(config["output_dir"], ignore_errors=True)  # a full FT cannot resume
     job = root / "runs" / f"{name}.json"
     job.parent.mkdir(parents=True, exist_ok=True)
-    job.write_text(json.dumps({"config": config, "eval_samples": args.eval_samples}))
+    layout = asdict(CONFIGS[name][2])
+    job.write_text(
+        json.dumps({"config": config, "layout": layout, "eval_samples": args.eval_samples})
+    )
     log = root / "runs" / f"{name}.log"
     # With other jobs on the cores, a 2-thread OpenMP region waits for whichever thread got
     # descheduled: steps then take 10x longer at random. One thread each is steady and fair.
@@ -174,12 +181,13 @@ def batch_shape(run: Any, n_rows: int = 64) -> dict[str, float]:
 def held_out(run: Any, eval_samples: int) -> dict[str, Any]:
     from training.evaluate import (
         baselines,
-        generate_answers,
         original_train_truths,
         parse_answer,
         score,
         truth_of,
     )
+
+    from training.generate import generate_answers
 
     test = run.dataset["test"]
     rows = [test[i] for i in range(min(eval_samples or len(test), len(test)))]
@@ -196,12 +204,13 @@ def held_out(run: Any, eval_samples: int) -> dict[str, Any]:
 
 def worker(job_path: Path) -> None:
     """Inside the child: set up, train until the budget is spent, measure, answer the test."""
+    from bench.seed import seed_setup
     from training.config import TrainConfig
-    from training.train import setup, train_loop
+    from training.train import train_loop
 
     job = json.loads(job_path.read_text())
     start = time.perf_counter()
-    run = setup(TrainConfig.from_dict(job["config"]))
+    run = seed_setup(TrainConfig.from_dict(job["config"]), SeedLayout(**job["layout"]))
     setup_s = time.perf_counter() - start
     train_loop(run)
     result = {

@@ -30,15 +30,11 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
+from torch.nn.utils.rnn import pad_sequence
 
 from bench.common import Report, base_parser, publish
-from training.collate import (
-    IGNORE_INDEX,
-    build_labels,
-    pad_sequences,
-    pad_to_fixed_length,
-    unmasked_labels,
-)
+from bench.seed import pad_to_fixed_length, unmasked_labels
+from training.collate import IGNORE_INDEX, build_labels
 from training.config import TrainConfig
 from training.presets import TinyPreset
 from training.tiny import LlavaPhi3Dims, llava_phi3_config
@@ -159,8 +155,8 @@ def make_batch(size: Size, setting: Setting, generator: torch.Generator) -> dict
         image = torch.full((size.image_tokens,), size.image_id)
         ids.append(torch.cat([image, question, answer]))
         prompt_lengths.append(size.image_tokens + size.question_tokens)
-    input_ids = pad_sequences(ids, size.pad_id, "right")
-    mask = pad_sequences([torch.ones_like(i) for i in ids], 0, "right")
+    input_ids = pad_sequence(ids, batch_first=True, padding_value=size.pad_id)
+    mask = pad_sequence([torch.ones_like(i) for i in ids], batch_first=True)
     if setting.loss_on_prompt:
         labels = unmasked_labels(input_ids)
     else:

@@ -27,8 +27,8 @@ class TrainConfig:
     output_dir: str = "data/models/dev"
 
     # --- model -----------------------------------------------------------------------------
-    # Which ModelPreset (training.presets): "tiny" trains on CPU; "smolvlm", "phi3-vision" need
-    # real weights (and a GPU to be useful).
+    # Which ModelPreset (training.presets): "tiny" trains on CPU; the others load real weights
+    # from the hub (and want a GPU).
     preset: str = "tiny"
     # Overrides the preset's hub id: a local folder (offline boxes, tests) or another hub id.
     base_model: str | None = None
@@ -52,10 +52,8 @@ class TrainConfig:
     weight_decay: float = 0.01
     # Fraction of optimizer steps spent warming the lr up linearly before the cosine decay.
     warmup_ratio: float = 0.05
-    # Passes over the train split; ignored when max_steps is set. Demo split (~7k rows: 2.2k
-    # real + 4.6k synthetic variants), pretrained tiny tower, same base, test category accuracy:
-    # 1 pass (436 steps) 0.81, 1.5 passes 0.84 (price MAE 357 vs 520 for the median baseline);
-    # 1.5 passes are ~3 CPU minutes at ~60 samples/s on one core. The old 6 passes: ~18.
+    # Passes over the train split; ignored when max_steps is set. 1.5 is where the demo's test
+    # category accuracy stops improving (bench/RESULTS.md) at a few CPU minutes.
     num_epochs: float = 1.5
     # Hard cap on optimizer steps (tests, smoke runs); None = derived from num_epochs.
     max_steps: int | None = None
@@ -72,16 +70,6 @@ class TrainConfig:
     save_every_steps: int = 200
     # Truncation safety net only: padding is dynamic (longest sample in the batch).
     max_length: int = 1024
-    # None = dynamic padding (a batch is as long as its longest row). An int pads every row to
-    # exactly that length, as the seed did with 512: kept only to benchmark what it costs.
-    pad_to_length: int | None = None
-    # False = loss on the answer + terminator only. True = labels are input_ids (prompt, image
-    # tokens and padding alike; only ids < 0 cannot be targets): the seed's setting, for benches.
-    loss_on_prompt: bool = False
-    # False = LoRA. True = no adapter, every parameter trains (the seed's full fine-tune); the
-    # "adapter" folder then holds the whole model (safetensors), which training.evaluate cannot
-    # reload as an adapter, and a crashed full fine-tune does not resume.
-    full_finetune: bool = False
     # Stop once this many seconds went into optimizer steps (data, forward, backward, update;
     # evaluation and checkpoints excluded), whatever max_steps says: compares configurations at
     # the same training time. The last step may accumulate fewer micro-batches; the lr schedule

@@ -23,10 +23,11 @@ from typing import Any
 
 import torch
 
-from training.config import EvalConfig, TrainConfig, atomic_write_text
-from training.data import load_splits, question_and_answer
+from training.artefacts import load_model_for_eval
+from training.config import EvalConfig, atomic_write_text
+from training.data import load_splits
+from training.generate import generate_answers
 from training.pipes import dagster_pipes_session
-from training.presets import BaseRef, ModelPreset, get_preset
 
 METRIC_KEYS: tuple[str, ...] = (
     "parse_rate",
@@ -157,62 +158,6 @@ def original_train_truths(train: Any) -> list[Truth]:
     augmentations) would skew the majority category and the median price."""
     columns = [c for c in (*TRUTH_COLUMNS, "is_synthetic") if c in train.column_names]
     return [truth_of(r) for r in train.select_columns(columns) if not r.get("is_synthetic")]
-
-
-def load_model_for_eval(model_dir: Path, with_adapter: bool = True) -> tuple[Any, Any, ModelPreset]:
-    """Base (as recorded in lineage.json) + the best adapter, on the best available device."""
-    from peft import PeftModel
-
-    from training.train import ADAPTER_DIR, PROCESSOR_DIR, resolve_precision
-
-    lineage = json.loads((model_dir / "lineage.json").read_text())
-    config = TrainConfig.from_dict(lineage["config"])
-    base = lineage["base_model"]
-    preset = get_preset(base.get("preset") or config.preset)
-    preset.preflight()
-    path = str(model_dir / base["path"]) if (model_dir / base["path"]).is_dir() else base["path"]
-    ref = BaseRef(path=path, model_id=base["id"], revision=base.get("revision"))
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = torch.bfloat16 if resolve_precision(config.bf16, device) else torch.float32
-    processor = preset.load_processor(BaseRef(str(model_dir / PROCESSOR_DIR), ref.model_id, None))
-    model = preset.load_model(ref, dtype)
-    if with_adapter:
-        model = PeftModel.from_pretrained(model, str(model_dir / ADAPTER_DIR))
-    return model.to(device).eval(), processor, preset
-
-
-@torch.no_grad()
-def generate_answers(
-    model: Any,
-    processor: Any,
-    preset: ModelPreset,
-    rows: Sequence[dict[str, Any]],
-    batch_size: int = 32,
-    max_new_tokens: int = 48,
-) -> list[str]:
-    """Batched greedy decoding, left-padded so every row's answer starts at the same column."""
-    device = next(model.parameters()).device
-    pad_id = processor.tokenizer.pad_token_id
-    answers: list[str] = []
-    for start in range(0, len(rows), batch_size):
-        chunk = rows[start : start + batch_size]
-        prompts = [preset.prompt_text(processor, question_and_answer(r)[0]) for r in chunk]
-        images = [r["image"].convert("RGB") for r in chunk]
-        enc = preset.encode(processor, prompts, images, padding_side="left")
-        enc = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in enc.items()}
-        out = model.generate(
-            **enc,
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            eos_token_id=preset.stop_token_ids(processor),
-            pad_token_id=pad_id,
-        )
-        new_tokens = out[:, enc["input_ids"].shape[1] :]
-        answers.extend(
-            t.strip()
-            for t in processor.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
-        )
-    return answers
 
 
 def thumbnail_data_uri(image: Any, size: int = 96) -> str:

@@ -124,11 +124,8 @@ class TinyPreset(ModelPreset):
     category3 labels while the base is built, the rest is random. As in LLaVA's own fine-tuning
     the tower then stays frozen; the projector, embeddings and head are trained in full through
     `modules_to_save` (they are tiny and end up in the adapter) and LoRA adapts the decoder's
-    attention/MLP. Base + adapter reload exactly like a real preset.
-
-    Demo set, 1 caption epoch: with the tower trained on at lr 2e-3, test category accuracy was
-    0.65 (4-epoch tower) although the tower alone classified ~0.80; frozen, 0.79 (8-epoch tower,
-    old pictures) and 0.81-0.84 (current pictures), and the tower's backward pass is saved."""
+    attention/MLP. Base + adapter reload exactly like a real preset. The tower stays frozen
+    because training it at the adapter's lr undoes its pretraining (and costs its backward)."""
 
     name = "tiny"
     model_id = "tiny"
@@ -224,8 +221,7 @@ class Phi3VisionPreset(ModelPreset):
         self, processor: Any, texts: Sequence[str], images: Sequence[Any], padding_side: str
     ) -> dict[str, Any]:
         import torch
-
-        from training.collate import pad_sequences
+        from torch.nn.utils.rnn import pad_sequence
 
         parts = [
             processor(text=t, images=[im], return_tensors="pt")
@@ -233,9 +229,10 @@ class Phi3VisionPreset(ModelPreset):
         ]
         pad_id = processor.tokenizer.pad_token_id
         ids = [p["input_ids"][0] for p in parts]
+        masks = [torch.ones_like(i) for i in ids]
         return {
-            "input_ids": pad_sequences(ids, pad_id, padding_side),
-            "attention_mask": pad_sequences([torch.ones_like(i) for i in ids], 0, padding_side),
+            "input_ids": pad_sequence(ids, True, pad_id, padding_side),
+            "attention_mask": pad_sequence(masks, True, 0, padding_side),
             "pixel_values": torch.cat([p["pixel_values"] for p in parts]),
             "image_sizes": torch.cat([p["image_sizes"] for p in parts]),
         }

@@ -16,13 +16,20 @@ import random
 import shutil
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from training.artefacts import (
+    ADAPTER_DIR,
+    BASE_MODEL_DIR,
+    CHECKPOINT_DIR,
+    PROCESSOR_DIR,
+    load_model_for_eval,
+)
 from training.checkpoint import TrainState, list_checkpoints, load_checkpoint, save_checkpoint
 from training.collate import IGNORE_INDEX, VLMCollator
 from training.config import TrainConfig, atomic_write_text
@@ -34,17 +41,14 @@ from training.data import (
     split_row_ids_sha256,
     tokenizer_corpus,
 )
+from training.generate import generate_answers
 from training.lineage import build_lineage
 from training.pipes import dagster_pipes_session
 from training.pipes import forward as forward_to_dagster
 from training.presets import BaseRef, ModelPreset, get_preset
+from training.runtime import best_device, resolve_precision, weight_dtype
 from training.tiny import VisionPretrainData
 from training.tracking import Tracker, start_tracker
-
-ADAPTER_DIR = "adapter"
-PROCESSOR_DIR = "processor"
-BASE_MODEL_DIR = "base_model"  # the tiny preset's locally built base travels with the adapter
-CHECKPOINT_DIR = "checkpoints"
 
 
 @dataclass
@@ -91,13 +95,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
     if torch.cuda.is_available():
         torch.cuda.manual_seed_all(seed)
-
-
-def resolve_precision(setting: str, device: torch.device) -> bool:
-    """bf16 only where it is fast and supported; CPU bf16 autocast is slower and less exact."""
-    if setting == "auto":
-        return device.type == "cuda" and torch.cuda.is_bf16_supported()
-    return setting.lower() in ("true", "1", "yes")
 
 
 def warmup_cosine(total_steps: int, warmup_steps: int) -> Any:
@@ -207,23 +204,28 @@ def load_base(config: TrainConfig, dataset: Any) -> tuple[ModelPreset, BaseRef, 
     vision = vision_pretrain_data(dataset["train"]) if preset.name == "tiny" else None
     ref = preset.resolve(config, lambda: tokenizer_corpus(dataset["train"]), vision)
     processor = preset.load_processor(ref)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = torch.bfloat16 if resolve_precision(config.bf16, device) else torch.float32
-    model = preset.load_model(ref, dtype)
+    model = preset.load_model(ref, weight_dtype(config.bf16, best_device()))
     return preset, ref, processor, model
 
 
-def setup(config: TrainConfig) -> Run:
+# How the loaded base becomes the trained model (LoRA here; bench/seed.py trains it in full).
+Adapt = Callable[[Any, ModelPreset, TrainConfig], Any]
+
+
+def setup(
+    config: TrainConfig,
+    adapt: Adapt = attach_lora,
+    collator_type: Callable[[Any, ModelPreset, int], VLMCollator] = VLMCollator,
+) -> Run:
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     seed_everything(config.seed)
     dataset = load_splits(config.dataset_dir)
     preset, ref, processor, model = load_base(config, dataset)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = best_device()
     # Re-seed: whether the base was just built or came from cache must not shift the LoRA init.
     seed_everything(config.seed)
-    if not config.full_finetune:  # a full fine-tune trains the loaded weights themselves
-        model = attach_lora(model, preset, config)
+    model = adapt(model, preset, config)
     if config.gradient_checkpointing:
         enable_gradient_checkpointing(model)
     model.to(device)
@@ -233,9 +235,6 @@ def setup(config: TrainConfig) -> Run:
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(total, warmup))
     state, resumed = TrainState(), None
     checkpoints = list_checkpoints(out / CHECKPOINT_DIR)
-    if checkpoints and config.full_finetune:
-        # load_checkpoint restores adapter weights; a full model checkpoint has none.
-        raise ValueError(f"{out} holds checkpoints; a full fine-tune cannot resume from them")
     if checkpoints:
         state = load_checkpoint(checkpoints[-1], model, optimizer, scheduler)
         resumed = state.step
@@ -248,9 +247,7 @@ def setup(config: TrainConfig) -> Run:
         config.wandb_dataset_artifact,
         name=out.name,
     )
-    collator = VLMCollator(
-        processor, preset, config.max_length, config.pad_to_length, config.loss_on_prompt
-    )
+    collator = collator_type(processor, preset, config.max_length)
     use_bf16 = resolve_precision(config.bf16, device)
     return Run(
         config, preset, ref, dataset, processor, model, device, use_bf16, collator,
@@ -418,10 +415,8 @@ def finish_outputs(run: Run, final_val: float | None) -> dict[str, Any]:
 
 def log_sample_predictions(run: Run, n: int = 8) -> None:
     """A W&B table of what the best adapter answers on validation images (skipped untracked)."""
-    if type(run.tracker) is Tracker or run.config.full_finetune:  # no adapter to reload
+    if type(run.tracker) is Tracker or not hasattr(run.model, "peft_config"):  # no adapter
         return
-    from training.evaluate import generate_answers, load_model_for_eval
-
     model, processor, preset = load_model_for_eval(run.out, with_adapter=True)
     rows = [run.dataset["validation"][i] for i in range(min(n, len(run.dataset["validation"])))]
     predictions = generate_answers(model, processor, preset, rows, batch_size=n)

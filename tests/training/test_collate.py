@@ -7,14 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from training.collate import (
-    IGNORE_INDEX,
-    Sample,
-    VLMCollator,
-    build_labels,
-    pad_sequences,
-    unmasked_labels,
-)
+from training.collate import IGNORE_INDEX, Sample, VLMCollator, build_labels
 from training.data import SampleView, load_splits, tokenizer_corpus
 from training.presets import get_preset
 from training.tiny import END_TOKEN, TinyArchitecture, ensure_tiny_base
@@ -82,41 +75,3 @@ def test_build_labels_masks_prompt_padding_and_placeholders():
         [IGNORE_INDEX, IGNORE_INDEX, IGNORE_INDEX, 7, 8, IGNORE_INDEX],
         [IGNORE_INDEX, IGNORE_INDEX, IGNORE_INDEX, 7, 8, 6],
     ]
-
-
-def test_pad_sequences_left_and_right():
-    seqs = [torch.tensor([1, 2, 3]), torch.tensor([4])]
-    assert pad_sequences(seqs, 0, "right").tolist() == [[1, 2, 3], [4, 0, 0]]
-    assert pad_sequences(seqs, 0, "left").tolist() == [[1, 2, 3], [0, 0, 4]]
-
-
-def test_pad_to_length_pads_every_row_to_exactly_that_length(tiny_processor, tiny_dataset_dir):
-    view = SampleView(load_splits(str(tiny_dataset_dir))["test"])
-    samples = [view[0], view[1]]
-    dynamic = VLMCollator(tiny_processor, get_preset("tiny"))(samples)
-    fixed = VLMCollator(tiny_processor, get_preset("tiny"), pad_to_length=64)(samples)
-    n = dynamic["input_ids"].shape[1]
-    assert n < 64
-    for key in ("input_ids", "attention_mask", "labels"):
-        assert fixed[key].shape == (2, 64)
-        torch.testing.assert_close(fixed[key][:, :n], dynamic[key])  # same rows, more padding
-    assert (fixed["input_ids"][:, n:] == tiny_processor.tokenizer.pad_token_id).all()
-    assert (fixed["attention_mask"][:, n:] == 0).all()
-    assert (fixed["labels"][:, n:] == IGNORE_INDEX).all()
-    with pytest.raises(ValueError, match="max_length"):  # a prompt is never cut to fit
-        VLMCollator(tiny_processor, get_preset("tiny"), pad_to_length=10)(samples)
-
-
-def test_loss_on_prompt_learns_every_position_like_the_seed(tiny_processor, tiny_dataset_dir):
-    view = SampleView(load_splits(str(tiny_dataset_dir))["test"])
-    collate = VLMCollator(tiny_processor, get_preset("tiny"), pad_to_length=64, loss_on_prompt=True)
-    batch = collate([view[0], view[1]])
-    # labels = input_ids: prompt, image tokens and padding all carry loss, nothing is ignored
-    assert torch.equal(batch["labels"], batch["input_ids"])
-    assert (batch["labels"] == tiny_processor.image_token_id).any()
-    assert (batch["labels"] == tiny_processor.tokenizer.pad_token_id).any()
-
-
-def test_unmasked_labels_ignore_only_negative_placeholder_ids():
-    ids = torch.tensor([[5, -1, -1, 7, 0]])
-    assert unmasked_labels(ids).tolist() == [[5, IGNORE_INDEX, IGNORE_INDEX, 7, 0]]

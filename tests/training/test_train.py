@@ -11,9 +11,9 @@ from safetensors.torch import load_file
 
 from tests.training.conftest import tiny_train_config
 from training import train as train_mod
+from training.artefacts import load_model_for_eval
 from training.collate import VLMCollator
 from training.data import SampleView
-from training.evaluate import load_model_for_eval
 from training.train import save_adapter, setup, train, train_loop, validation_loss
 
 
@@ -150,28 +150,6 @@ def test_evaluate_writes_the_design_shape(trained_run, tiny_dataset_dir, tmp_pat
     assert 0.0 <= result["tuned"]["parse_rate"] <= 1.0
     page = (tmp_path / "eval.html").read_text()
     assert page.count("data:image/png;base64,") == 6
-
-
-def test_full_finetune_trains_every_parameter_and_saves_safetensors(
-    tiny_dataset_dir, tiny_cache_dir, tmp_path
-):
-    config = tiny_train_config(
-        tiny_dataset_dir, tiny_cache_dir, tmp_path, max_steps=2, full_finetune=True,
-        pad_to_length=48, loss_on_prompt=True, per_device_batch_size=2,
-    )  # fmt: skip
-    run = setup(config)
-    params = list(run.model.parameters())
-    assert not hasattr(run.model, "peft_config")
-    assert all(p.requires_grad for p in params)
-    before = [p.detach().clone() for p in params]
-    train_loop(run)
-    moved = [not torch.equal(a, p.detach()) for a, p in zip(before, params, strict=True)]
-    assert sum(moved) > len(params) // 2  # the base itself is trained, not an adapter
-    saved = load_file(str(tmp_path / "adapter/model.safetensors"))
-    assert len(saved) >= len(dict(run.model.named_parameters())) - 1  # tied weights once
-    assert not list(tmp_path.rglob("*.bin")) and not list(tmp_path.rglob("*.pt"))
-    with pytest.raises(ValueError, match="cannot resume"):
-        setup(config)
 
 
 def test_max_wall_s_stops_training_early(tiny_dataset_dir, tiny_cache_dir, tmp_path):
