@@ -186,7 +186,6 @@ def held_out(run: Any, eval_samples: int) -> dict[str, Any]:
         score,
         truth_of,
     )
-
     from training.generate import generate_answers
 
     test = run.dataset["test"]
