@@ -19,7 +19,7 @@ from training.artefacts import CHECKPOINT_DIR
 from training.checkpoint import list_checkpoints
 from training.collate import IGNORE_INDEX, SEQUENCE_KEYS, VLMCollator, truncate
 from training.config import TrainConfig
-from training.presets import ModelPreset
+from training.preset_base import ModelPreset
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from training.config import TrainConfig
-from training.presets import BaseRef, ModelPreset, get_preset
+from training.preset_base import BaseRef, ModelPreset
+from training.presets import get_preset
 from training.runtime import best_device, weight_dtype
 
 ADAPTER_DIR = "adapter"

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 if TYPE_CHECKING:
-    from training.presets import ModelPreset
+    from training.preset_base import ModelPreset
 
 # torch.nn.CrossEntropyLoss's default ignore_index: these positions contribute no loss.
 IGNORE_INDEX = -100

@@ -38,6 +38,12 @@ class TrainConfig:
     cache_dir: str | None = None
 
     # --- LoRA ------------------------------------------------------------------------------
+    # Also adapt the vision tower's attention/MLP. Off: a pretrained tower already sees
+    # products, and freezing it saves its backward pass.
+    adapt_vision: bool = False
+    # QLoRA: the frozen base in 4-bit NF4 (bitsandbytes, CUDA only), LoRA weights in full
+    # precision; fits a 4B base in ~1/3 of the bf16 memory. Needs the `qlora` extra.
+    load_in_4bit: bool = False
     # Rank of the low-rank update; 16 is plenty for a one-format answer.
     lora_r: int = 16
     # Scale = alpha / r; alpha = 2r is the usual starting point.

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from training.data import question_and_answer
-from training.presets import ModelPreset
+from training.preset_base import ModelPreset
 
 
 @torch.no_grad()

@@ -80,14 +80,23 @@ class TinyArchitecture:
 
 
 def train_tokenizer(
-    corpus: Iterable[str], vocab_size: int, extra_special_tokens: Sequence[str] = ()
+    corpus: Iterable[str],
+    vocab_size: int,
+    extra_special_tokens: Sequence[str] = (),
+    pad_token: str = PAD_TOKEN,
+    eos_token: str = END_TOKEN,
+    named_tokens: dict[str, str] | None = None,
 ) -> Any:
     """Byte-level BPE on the catalogue text: any string still encodes (no <unk>), catalogue
-    words become single tokens, and digits are split so prices are composed digit by digit."""
+    words become single tokens, and digits are split so prices are composed digit by digit.
+    pad/eos and the named tokens (tokenizer attributes such as `image_token`, which processors
+    read) default to the tiny preset's; other model families pass their own."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    specials = list(dict.fromkeys([*TINY_SPECIAL_TOKENS, *extra_special_tokens]))
+    named = named_tokens if named_tokens is not None else {"image_token": IMAGE_TOKEN}
+    own = (pad_token, eos_token, *named.values(), *extra_special_tokens)
+    specials = list(dict.fromkeys([*TINY_SPECIAL_TOKENS, *own]))
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.Sequence(
         [
@@ -105,9 +114,9 @@ def train_tokenizer(
     tok.train_from_iterator(corpus, trainer=trainer)
     return PreTrainedTokenizerFast(
         tokenizer_object=tok,
-        pad_token=PAD_TOKEN,
-        eos_token=END_TOKEN,
-        extra_special_tokens={"image_token": IMAGE_TOKEN},
+        pad_token=pad_token,
+        eos_token=eos_token,
+        extra_special_tokens=named,
         model_max_length=4096,
         padding_side="right",
     )

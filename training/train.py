@@ -45,8 +45,9 @@ from training.generate import generate_answers
 from training.lineage import build_lineage
 from training.pipes import dagster_pipes_session
 from training.pipes import forward as forward_to_dagster
-from training.presets import BaseRef, ModelPreset, get_preset
-from training.runtime import best_device, resolve_precision, weight_dtype
+from training.preset_base import BaseRef, ModelPreset
+from training.presets import get_preset
+from training.runtime import best_device, four_bit_quantization, resolve_precision, weight_dtype
 from training.tiny import VisionPretrainData
 from training.tracking import Tracker, start_tracker
 
@@ -114,7 +115,7 @@ def attach_lora(model: Any, preset: ModelPreset, config: TrainConfig) -> Any:
         r=config.lora_r,
         lora_alpha=config.lora_alpha,
         lora_dropout=config.lora_dropout,
-        target_modules=preset.lora_target_modules,
+        target_modules=preset.lora_targets(config.adapt_vision),
         modules_to_save=list(preset.modules_to_save) or None,
         bias="none",
     )
@@ -202,9 +203,17 @@ def load_base(config: TrainConfig, dataset: Any) -> tuple[ModelPreset, BaseRef, 
     preset = get_preset(config.preset)
     preset.preflight()
     vision = vision_pretrain_data(dataset["train"]) if preset.name == "tiny" else None
+    device = best_device()
+    quantization = four_bit_quantization(device) if config.load_in_4bit else None
     ref = preset.resolve(config, lambda: tokenizer_corpus(dataset["train"]), vision)
     processor = preset.load_processor(ref)
-    model = preset.load_model(ref, weight_dtype(config.bf16, best_device()))
+    model = preset.load_model(ref, weight_dtype(config.bf16, device), quantization)
+    if quantization is not None:
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=config.gradient_checkpointing
+        )
     return preset, ref, processor, model
 
 
@@ -228,7 +237,8 @@ def setup(
     model = adapt(model, preset, config)
     if config.gradient_checkpointing:
         enable_gradient_checkpointing(model)
-    model.to(device)
+    if not config.load_in_4bit:  # quantized weights were placed on the GPU as they loaded
+        model.to(device)
     total = count_total_steps(config, len(dataset["train"]))
     optimizer = build_optimizer(model, config)
     warmup = int(config.warmup_ratio * total)

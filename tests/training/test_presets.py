@@ -19,13 +19,8 @@ import torch
 from tests.training.conftest import tiny_train_config
 from training.collate import IGNORE_INDEX, Sample, VLMCollator
 from training.data import SampleView, load_splits, tokenizer_corpus
-from training.presets import (
-    PRESETS,
-    Phi3VisionPreset,
-    check_version_range,
-    get_preset,
-    lora_matches,
-)
+from training.preset_base import check_version_range, lora_matches
+from training.presets import PRESETS, Phi3VisionPreset, get_preset
 from training.tiny import train_tokenizer
 from training.train import attach_lora
 
@@ -83,7 +78,9 @@ def corpus(tiny_dataset_dir: Path) -> list[str]:
 
 
 def test_registry_and_unknown_preset():
-    assert {"tiny", "smolvlm", "phi3-vision"} <= set(PRESETS)
+    assert {"tiny", "smolvlm", "phi3-vision", "qwen3-vl", "gemma3", "phi4-multimodal"} <= set(
+        PRESETS
+    )
     with pytest.raises(ValueError, match="unknown preset"):
         get_preset("gpt-17")
 
@@ -139,7 +136,7 @@ def test_smolvlm_preset_loads_local_idefics3_and_trains(tiny_dataset_dir, tmp_pa
 def test_phi3_preflight_names_the_extra_on_unsupported_transformers():
     import transformers
 
-    from training.presets import PHI3_TRANSFORMERS_RANGE
+    from training.preset_base import PHI3_TRANSFORMERS_RANGE
 
     with pytest.raises(RuntimeError, match=re.escape("catalogue-vlm[phi3]")):
         check_version_range(
