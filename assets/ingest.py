@@ -8,7 +8,6 @@ from assets.resources import PipelineSettings
 from curation.catalogue import (
     CatalogueError,
     load_raw_catalogue,
-    resolve_catalogue_uri,
     source_fingerprint,
 )
 from curation.validation import validate_catalogue
@@ -19,15 +18,13 @@ GROUP = "ingest"
 @dg.observable_source_asset(group_name=GROUP, description="The catalogue at CATALOGUE_URI.")
 def catalogue_source(pipeline: PipelineSettings) -> dg.DataVersion:
     """Observing it records a content fingerprint; a changed file makes raw_catalogue stale."""
-    return dg.DataVersion(
-        source_fingerprint(resolve_catalogue_uri(pipeline.catalogue_uri, pipeline.data_dir))
-    )
+    return dg.DataVersion(source_fingerprint(pipeline.resolved_catalogue_uri()))
 
 
 @dg.asset(group_name=GROUP, code_version="1", kinds={"polars"}, deps=[catalogue_source])
 def raw_catalogue(context: dg.AssetExecutionContext, pipeline: PipelineSettings) -> dg.Output:
     """The catalogue as loaded (all columns as text) plus `row_index` and a content `row_id`."""
-    uri = resolve_catalogue_uri(pipeline.catalogue_uri, pipeline.data_dir)
+    uri = pipeline.resolved_catalogue_uri()
     try:
         frame = load_raw_catalogue(uri)
     except CatalogueError as error:

@@ -1,4 +1,7 @@
-"""Typed resources and the IO manager factory; imports only `schemas` so assets can use it."""
+"""Typed resources and the IO manager factory, beside the assets that use them.
+
+`PipelineSettings` is also where `CATALOGUE_URI=demo` turns into the generated demo catalogue.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
+import fsspec
 import polars as pl
 from dagster_polars import PolarsParquetIOManager
 from upath import UPath
 from upath.implementations.local import PosixUPath, WindowsUPath
+
+from demo import build_demo_catalogue
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEMO_CATALOGUE = "demo"  # CATALOGUE_URI value (and default): the embedded demo catalogue
@@ -38,6 +44,19 @@ class PipelineSettings(dg.ConfigurableResource):
     @property
     def is_demo(self) -> bool:
         return self.catalogue_uri.strip().lower() == DEMO_CATALOGUE
+
+    def resolved_catalogue_uri(self) -> str:
+        """The catalogue to load. `demo` becomes the generated demo CSV: next to the data when
+        the data dir is local, else in a local cache (its images are read as file:// URLs).
+
+        The one place production code reaches the `demo` package."""
+        if not self.is_demo:
+            return self.catalogue_uri
+        fs, path = fsspec.core.url_to_fs(self.data_dir)
+        protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
+        local = "file" in protocols or "local" in protocols
+        root = Path(path) / "demo_catalogue" if local else Path.home() / ".cache/catalogue-vlm/demo"
+        return str(build_demo_catalogue(root).catalogue_path)
 
 
 class DownloadSettings(dg.ConfigurableResource):

@@ -21,8 +21,8 @@ from PIL import Image
 
 from bench.common import Report, base_parser, publish, ratio, timed
 from curation.dedupe import popcount64
-from curation.demo import build_demo_catalogue
 from curation.image_hashing import _to_uint64, compute_image_hashes
+from demo import build_demo_catalogue
 
 IMAGEDEDUP_NOTE = (
     "imagededup PHash: not run. `pip install imagededup` pulls torch 2.14 + torchvision with "

@@ -89,7 +89,7 @@ def demo_dataset(root: Path) -> Path:
     """The demo catalogue through the pipeline's data groups (what `make demo` trains on),
     built once per demo version: ~1-2 min of Dagster, reused by later runs."""
     from bench.e2e import run_demo
-    from curation.demo import DEMO_VERSION
+    from demo import DEMO_VERSION
 
     build = root / DEMO_VERSION  # new demo pictures must not be benchmarked on old ones
     out = build / "data" / "hf_dataset"

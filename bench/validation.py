@@ -18,8 +18,8 @@ from pydantic import ValidationError
 
 from bench.common import Report, base_parser, publish, ratio, timed
 from curation.catalogue import load_raw_catalogue
-from curation.demo import build_demo_catalogue
 from curation.validation import validate_catalogue, validate_catalogue_reference
+from demo import build_demo_catalogue
 from schemas.catalogue_row import CatalogueRow
 from schemas.tables import CATALOGUE_COLUMNS
 

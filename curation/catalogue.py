@@ -19,7 +19,6 @@ import polars as pl
 from schemas.tables import CATALOGUE_COLUMNS, RAW_CATALOGUE_SCHEMA, REQUIRED_CATALOGUE_COLUMNS
 
 HF_PREFIX = "hf:"
-DEMO_URI = "demo"  # the embedded demo catalogue, generated locally on first use
 
 
 class CatalogueError(ValueError):
@@ -269,22 +268,6 @@ def frame_fingerprint(frame: pl.DataFrame, columns: Iterable[str] | None = None)
             hashed = batch[column].hash(seed=0, seed_1=1, seed_2=2, seed_3=3)
             digest.update(hashed.to_numpy().tobytes())
     return digest.hexdigest()[:32]
-
-
-def resolve_catalogue_uri(uri: str, data_dir: str) -> str:
-    """`demo` becomes the generated demo CSV: next to the data when the data dir is local,
-    otherwise in a local cache (the demo's images are read through file:// URLs)."""
-    if uri.strip().lower() != DEMO_URI:
-        return uri
-    from pathlib import Path
-
-    from curation.demo import build_demo_catalogue
-
-    fs, path = fsspec.core.url_to_fs(data_dir)
-    protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
-    local = "file" in protocols or "local" in protocols
-    root = Path(path) / "demo_catalogue" if local else Path.home() / ".cache/catalogue-vlm/demo"
-    return str(build_demo_catalogue(root).catalogue_path)
 
 
 def source_fingerprint(uri: str) -> str:

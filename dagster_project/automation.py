@@ -19,7 +19,7 @@ from dagster._core.storage.dagster_run import IN_PROGRESS_RUN_STATUSES
 from dagster._time import get_current_datetime
 
 from assets.resources import PipelineSettings
-from curation.catalogue import resolve_catalogue_uri, source_fingerprint
+from curation.catalogue import source_fingerprint
 
 CATALOGUE_SOURCE = dg.AssetKey("catalogue_source")
 # A run that died with its machine (OOM, preemption) is retried once from the failed step.
@@ -152,7 +152,7 @@ def _run_in_progress(instance: dg.DagsterInstance, job_name: str) -> bool:
 def catalogue_changed_sensor(
     context: dg.SensorEvaluationContext, pipeline: PipelineSettings
 ) -> dg.SensorResult | dg.SkipReason | dg.RunRequest:
-    uri = resolve_catalogue_uri(pipeline.catalogue_uri, pipeline.data_dir)
+    uri = pipeline.resolved_catalogue_uri()
     version = source_fingerprint(uri)
     asset_graph = context.repository_def.asset_graph
     if version != context.cursor:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import dagster as dg
 from dagster._core.definitions.data_version import DATA_VERSION_TAG
 
-from curation.catalogue import resolve_catalogue_uri, source_fingerprint
+from curation.catalogue import source_fingerprint
 from dagster_project.automation import (
     CATALOGUE_SOURCE,
     PIPELINE_SELECTION,
@@ -65,7 +65,7 @@ def observe_catalogue(instance: dg.DagsterInstance, defs: dg.Definitions) -> str
     if not asset_graph.has(CATALOGUE_SOURCE):
         return None
     settings = defs.resources["pipeline"]
-    version = source_fingerprint(resolve_catalogue_uri(settings.catalogue_uri, settings.data_dir))
+    version = source_fingerprint(settings.resolved_catalogue_uri())
     recorded = staleness_resolver(instance, asset_graph).get_current_data_version(CATALOGUE_SOURCE)
     if recorded.value != version:
         instance.report_runless_asset_event(

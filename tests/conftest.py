@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from curation.demo import DemoCatalogue, build_demo_catalogue
+from demo import DemoCatalogue, build_demo_catalogue
 
 # Tests never talk to a W&B server.
 os.environ.setdefault("WANDB_MODE", "disabled")

@@ -1,4 +1,5 @@
-"""The layering the design promises: schemas, curation and training import no dagster."""
+"""The layering the design promises: schemas, curation, training and demo import no dagster;
+`dagster_project → assets → demo → curation, training → schemas`, never upwards."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import sys
 import pytest
 
 
-@pytest.mark.parametrize("package", ["schemas", "curation", "training"])
+@pytest.mark.parametrize("package", ["schemas", "curation", "training", "demo"])
 def test_package_imports_without_dagster(package: str) -> None:
     code = (
         "import importlib, pkgutil, sys\n"
@@ -47,9 +48,10 @@ def test_assets_never_import_dagster_project() -> None:
     root = pathlib.Path(__file__).resolve().parents[1]
     upward = {
         "assets": ("dagster_project",),
-        "curation": ("dagster_project", "assets", "training"),
-        "training": ("dagster_project", "assets", "curation"),
-        "schemas": ("dagster_project", "assets", "curation", "training"),
+        "demo": ("dagster_project", "assets", "training"),
+        "curation": ("dagster_project", "assets", "training", "demo"),
+        "training": ("dagster_project", "assets", "curation", "demo"),
+        "schemas": ("dagster_project", "assets", "curation", "training", "demo"),
     }
     offenders = []
     for package, forbidden in upward.items():
@@ -60,3 +62,19 @@ def test_assets_never_import_dagster_project() -> None:
                 for m in pattern.finditer(path.read_text())
             ]
     assert offenders == []
+
+
+def test_production_reaches_the_demo_generator_in_one_place() -> None:
+    """Only resolving `CATALOGUE_URI=demo` may import the demo generator."""
+    import pathlib
+    import re
+
+    root = pathlib.Path(__file__).resolve().parents[1]
+    pattern = re.compile(r"^\s*(?:from|import)\s+demo\b", re.M)
+    importers = [
+        str(path.relative_to(root))
+        for package in ("schemas", "curation", "training", "assets", "dagster_project")
+        for path in (root / package).rglob("*.py")
+        if pattern.search(path.read_text())
+    ]
+    assert importers == ["assets/resources.py"]

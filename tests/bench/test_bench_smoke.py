@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from bench.common import Report, update_results
-from curation.demo import DemoCatalogue
+from demo import DemoCatalogue
 
 MODULES = ("download", "hashing", "near_duplicates", "validation", "e2e")
 

@@ -10,8 +10,8 @@ from polars.testing import assert_frame_equal
 
 from curation import validation
 from curation.catalogue import load_raw_catalogue
-from curation.demo import DemoCatalogue
 from curation.validation import validate_catalogue, validate_catalogue_reference
+from demo import DemoCatalogue
 from schemas.tables import CATALOGUE_COLUMNS, RAW_CATALOGUE_SCHEMA
 
 # Mostly printable ASCII (what the vectorised path decides), plus the characters where Python

@@ -7,8 +7,8 @@ import pytest
 from pydantic import ValidationError
 
 from curation.catalogue import load_raw_catalogue
-from curation.demo import INVALID_KINDS
 from curation.validation import validate_catalogue
+from demo import INVALID_KINDS
 from schemas.catalogue_row import CATALOGUE_ROW_ADAPTER, row_errors
 
 GOOD = {

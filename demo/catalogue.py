@@ -3,6 +3,11 @@
 Deterministic by seed and built locally (no network), so `make demo`, the tests and the
 benchmarks all see the same 3,040 rows. The manifest beside the catalogue records, for every
 planted defect, the outcome the pipeline must reach; tests compare the ledger against it.
+
+Products are drawn apart by the pipeline's own near-duplicate rule (`curation.dedupe`'s
+thresholds over `curation.image_hashing`), so the only duplicates are the planted ones and a
+change to the rule redraws the demo rather than silently planting new ones. That makes `demo`
+a layer above `curation`: it imports curation, curation never imports it.
 """
 
 from __future__ import annotations
@@ -19,7 +24,9 @@ import numpy as np
 import polars as pl
 from PIL import Image
 
-from curation.demo_images import (
+from curation.dedupe import DEFAULT_MAX_DHASH_DISTANCE, DEFAULT_MAX_PHASH_DISTANCE
+from curation.image_hashing import hash_image_object
+from demo.images import (
     COLOURS,
     ProductLook,
     draw_product,
@@ -412,9 +419,6 @@ def _separate_lookalikes(rows: list[DemoRow], cache: dict[tuple[int, int], bytes
     another product's picture or of its planted near-duplicate copy (a copy is a chain link:
     source ~ copy ~ stranger would merge the stranger into the cluster), so the only
     duplicates in the demo are the planted ones the manifest lists."""
-    from curation.dedupe import DEFAULT_MAX_DHASH_DISTANCE, DEFAULT_MAX_PHASH_DISTANCE
-    from curation.image_hashing import hash_image_object
-
     undrawn = {"missing_image", "html_error_page", "placeholder"}
     pictures = [
         row
@@ -581,24 +585,3 @@ def _count(values) -> dict[str, int]:
     for value in values:
         counts[value] = counts.get(value, 0) + 1
     return dict(sorted(counts.items()))
-
-
-def main() -> None:
-    import argparse
-
-    parser = argparse.ArgumentParser(description="Write the demo catalogue to a folder.")
-    parser.add_argument("root")
-    parser.add_argument("--rows", type=int, default=DEMO_ROWS)
-    parser.add_argument("--seed", type=int, default=DEMO_SEED)
-    args = parser.parse_args()
-    demo = build_demo_catalogue(args.root, args.rows, args.seed)
-    print(
-        json.dumps(
-            {"catalogue": str(demo.catalogue_path), "outcomes": demo.manifest()["outcome_counts"]},
-            indent=1,
-        )
-    )
-
-
-if __name__ == "__main__":
-    main()
