@@ -2,6 +2,8 @@
 
 - `policy`: the knobs (`DownloadPolicy`) and which URLs and addresses may be fetched (SSRF).
 - `transport`: one attempt at one URL, with a byte cap, a deadline and a watchdog.
+- `connections`: keep-alive connections shared within a batch per vetted (scheme, host, address,
+  port).
 - `sniff`: what the bytes are, checked by a full decode.
 - `batch`: the retry scheduler, the per-URL resume index and the result table.
 """

@@ -24,6 +24,7 @@ import fsspec
 import polars as pl
 
 from curation import image_store
+from curation.download.connections import ConnectionPools
 from curation.download.policy import DEFAULT_POLICY, DownloadPolicy
 from curation.download.reasons import REASON_BAD_URL, BadImageError, FetchError, reason_code
 from curation.download.sniff import FORMAT_EXTENSIONS, inspect_image_bytes
@@ -212,7 +213,9 @@ class _Job:
     ready_at: float = 0.0  # when the next attempt is due
 
 
-def _attempt(job: _Job, store_root: str, policy: DownloadPolicy) -> dict[str, Any] | None:
+def _attempt(
+    job: _Job, store_root: str, policy: DownloadPolicy, pools: ConnectionPools | None = None
+) -> dict[str, Any] | None:
     """Make the job's next attempt: its final row, or None to retry it at `job.ready_at`."""
     url = job.url
     if job.deadline is None:
@@ -227,7 +230,7 @@ def _attempt(job: _Job, store_root: str, policy: DownloadPolicy) -> dict[str, An
         return asdict(_empty(url, job.started))
     job.attempt += 1
     try:
-        data = fetch_once(url.strip(), policy, job.deadline)
+        data = fetch_once(url.strip(), policy, job.deadline, pools)
     except FetchError as exc:
         delay = _retry_delay(exc, job.attempt, policy, job.deadline)
         if delay is None:
@@ -257,26 +260,29 @@ def _fetch_scheduled(
     order = itertools.count()  # ties on the due time never compare jobs
     running: dict[Future[dict[str, Any] | None], _Job] = {}
     rows: dict[str | None, dict[str, Any]] = {}
-    while fresh or waiting or running:
-        now = time.monotonic()
-        while len(running) < workers and (fresh or (waiting and waiting[0][0] <= now)):
-            due = waiting and waiting[0][0] <= now
-            job = heapq.heappop(waiting)[2] if due else fresh.popleft()
-            running[pool.submit(_attempt, job, store_root, policy)] = job
-        # Wake for the next retry only if a worker is free to take it; else for a completion.
-        free = len(running) < workers and bool(waiting)
-        timeout = max(0.0, waiting[0][0] - now) if free else None
-        if not running:
-            time.sleep(timeout or 0.0)  # wait() on no futures returns at once
-            continue
-        done, _ = wait(running, timeout=timeout, return_when=FIRST_COMPLETED)
-        for future in done:
-            job = running.pop(future)
-            row = future.result()  # storage errors propagate and fail the batch
-            if row is None:
-                heapq.heappush(waiting, (job.ready_at, next(order), job))
-            else:
-                rows[job.url] = row
+    # Room for several hosts' connections to idle side by side between URLs, while open
+    # sockets stay bounded: one in flight per worker plus the idle cap.
+    with ConnectionPools(max_idle=max(16, 2 * workers)) as connections:
+        while fresh or waiting or running:
+            now = time.monotonic()
+            while len(running) < workers and (fresh or (waiting and waiting[0][0] <= now)):
+                due = waiting and waiting[0][0] <= now
+                job = heapq.heappop(waiting)[2] if due else fresh.popleft()
+                running[pool.submit(_attempt, job, store_root, policy, connections)] = job
+            # Wake for the next retry only if a worker is free to take it; else for a completion.
+            free = len(running) < workers and bool(waiting)
+            timeout = max(0.0, waiting[0][0] - now) if free else None
+            if not running:
+                time.sleep(timeout or 0.0)  # wait() on no futures returns at once
+                continue
+            done, _ = wait(running, timeout=timeout, return_when=FIRST_COMPLETED)
+            for future in done:
+                job = running.pop(future)
+                row = future.result()  # storage errors propagate and fail the batch
+                if row is None:
+                    heapq.heappush(waiting, (job.ready_at, next(order), job))
+                else:
+                    rows[job.url] = row
     return rows
 
 

@@ -1,7 +1,9 @@
 """One attempt at one URL: bytes in, or a FetchError saying why not.
 
-http(s) goes through urllib3 directly (not fsspec) because only there can we pin the vetted IP,
-follow redirects ourselves (re-checking each hop), and stream with a byte cap and a deadline.
+http(s) goes through urllib3's connection objects directly (not fsspec, not urllib3's pools)
+because only there can we pin the vetted IP, follow redirects ourselves (re-checking each hop),
+stream with a byte cap and a deadline, and hand a kept-alive socket to each request's watchdog
+(`connections`).
 Other schemes (file, s3, gcs, memory, ...) go through fsspec when the policy allows them.
 """
 
@@ -12,13 +14,14 @@ import heapq
 import itertools
 import os
 import socket
+import ssl
 import threading
 import time
 import zlib
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import fsspec
@@ -30,7 +33,14 @@ from urllib3.exceptions import (
     ReadTimeoutError,
     SSLError,
 )
+from urllib3.util.ssl_match_hostname import CertificateError
 
+from curation.download.connections import (
+    Connection,
+    ConnectionPools,
+    PoolKey,
+    is_stale_connection_error,
+)
 from curation.download.policy import HTTP_SCHEMES, DownloadPolicy, check_scheme, vet_host
 from curation.download.reasons import (
     REASON_BAD_URL,
@@ -163,39 +173,6 @@ def _shutdown(sock: socket.socket) -> None:
         socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
 
-class _WatchedConnectionMixin:
-    """Registers the raw socket (covers the TLS handshake) and the final one with a watchdog."""
-
-    def __init__(self, *args: Any, watchdog: _Watchdog, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._watchdog = watchdog
-
-    def _new_conn(self) -> socket.socket:
-        sock = super()._new_conn()  # type: ignore[misc]
-        self._watchdog.watch(sock)
-        return sock
-
-    def connect(self) -> None:
-        super().connect()  # type: ignore[misc]
-        self._watchdog.watch(self.sock)  # type: ignore[attr-defined]
-
-
-class _WatchedHTTPConnection(_WatchedConnectionMixin, urllib3.connection.HTTPConnection):
-    pass
-
-
-class _WatchedHTTPSConnection(_WatchedConnectionMixin, urllib3.connection.HTTPSConnection):
-    pass
-
-
-class _WatchedHTTPPool(urllib3.HTTPConnectionPool):
-    ConnectionCls = _WatchedHTTPConnection
-
-
-class _WatchedHTTPSPool(urllib3.HTTPSConnectionPool):
-    ConnectionCls = _WatchedHTTPSConnection
-
-
 class _CappedDecoder:
     """Streaming gzip/deflate decoding that stops as soon as the output passes the cap."""
 
@@ -262,12 +239,12 @@ def _transport_error(exc: Exception, deadline: Deadline) -> FetchError:
     if isinstance(exc, NewConnectionError):  # subclass of ConnectTimeoutError: test first
         detail = str(exc).rsplit(":", 1)[-1].strip()[:120]
         return FetchError(REASON_CONNECTION, detail or "failed", retryable=True)
-    if isinstance(exc, ConnectTimeoutError | ReadTimeoutError):
+    if isinstance(exc, ConnectTimeoutError | ReadTimeoutError | TimeoutError):
         kind = "connect" if isinstance(exc, ConnectTimeoutError) else "read"
         if deadline.remaining() < 0.05:  # the timeout was the deadline's cap that fired
             return FetchError(REASON_DEADLINE, f"exceeded {deadline.budget_s:g}s")
         return FetchError(REASON_TIMEOUT, kind, retryable=True)
-    if isinstance(exc, SSLError):
+    if isinstance(exc, SSLError | ssl.SSLError | CertificateError):  # before ValueError
         return FetchError(REASON_TLS, str(exc)[:120])
     if isinstance(exc, ValueError):
         return FetchError(REASON_BAD_URL, str(exc)[:120])
@@ -289,35 +266,55 @@ def _parse_retry_after(value: str | None) -> float | None:
     return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
-def _pool_for(
-    scheme: str, host: str, address: str, port: int, watchdog: _Watchdog
-) -> urllib3.HTTPConnectionPool:
-    """A one-connection pool dialling the vetted address, with TLS still checking `host`."""
-    if scheme == "https":
-        return _WatchedHTTPSPool(
-            address,
-            port,
-            maxsize=1,
-            retries=False,
-            cert_reqs="CERT_REQUIRED",
-            server_hostname=host,  # SNI
-            assert_hostname=host,  # certificate must match the name, not the IP we dialled
-            watchdog=watchdog,
-        )
-    return _WatchedHTTPPool(address, port, maxsize=1, retries=False, watchdog=watchdog)
+@dataclass
+class _Exchange:
+    """One request on one connection: the response, and what to do with the connection."""
+
+    key: PoolKey
+    conn: Connection
+    sock: socket.socket | None  # kept: http.client drops it from `conn` on Connection: close
+    response: urllib3.BaseHTTPResponse
+
+    def close(self) -> None:
+        self.response.close()
+        self.conn.close()
+
+
+def _send(
+    conn: Connection,
+    target: str,
+    headers: dict[str, str],
+    policy: DownloadPolicy,
+    deadline: Deadline,
+) -> tuple[urllib3.BaseHTTPResponse, socket.socket | None]:
+    if conn.is_closed:
+        conn.timeout = min(policy.connect_timeout_s, deadline.check())
+        conn.connect()
+    conn.timeout = min(policy.read_timeout_s, deadline.check())
+    sock = conn.sock
+    # A broken pipe while sending may still leave the server's answer to read (urllib3 does
+    # the same); a stale socket then fails in getresponse.
+    with contextlib.suppress(BrokenPipeError):
+        conn.request("GET", target, headers=headers, preload_content=False, decode_content=False)
+    return conn.getresponse(), sock
 
 
 def _http_get(
-    url: str, policy: DownloadPolicy, deadline: Deadline, watchdog: _Watchdog
-) -> tuple[urllib3.BaseHTTPResponse, urllib3.HTTPConnectionPool]:
+    url: str,
+    policy: DownloadPolicy,
+    deadline: Deadline,
+    watchdog: _Watchdog,
+    pools: ConnectionPools,
+) -> _Exchange:
     parts = urlsplit(url)
     host = parts.hostname
     if not host:
         raise FetchError(REASON_BAD_URL, "no host")
-    default_port = 443 if parts.scheme.lower() == "https" else 80
+    scheme = parts.scheme.lower()
+    default_port = 443 if scheme == "https" else 80
     port = parts.port or default_port
-    address = vet_host(host, port, policy)
-    left = deadline.check()
+    # Vetted for every URL and hop, pooled or not: the pool is keyed by the vetted address.
+    key = (scheme, host, vet_host(host, port, policy), port)
     name = f"[{host}]" if ":" in host else host
     headers = {
         "Host": name if port == default_port else f"{name}:{port}",
@@ -325,41 +322,32 @@ def _http_get(
         "Accept": "image/webp,image/png,image/jpeg,image/gif;q=0.9,*/*;q=0.1",
         "Accept-Encoding": "identity",  # compressed images gain nothing; bombs gain a lot
     }
-    timeout = urllib3.Timeout(
-        connect=min(policy.connect_timeout_s, left), read=min(policy.read_timeout_s, left)
-    )
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    pool = _pool_for(parts.scheme.lower(), host, address, port, watchdog)
-    try:
-        response = pool.urlopen(
-            "GET",
-            target,
-            headers=headers,
-            redirect=False,
-            retries=False,
-            timeout=timeout,
-            preload_content=False,
-            decode_content=False,
-            assert_same_host=False,
-        )
-    except Exception as exc:
-        pool.close()
-        raise _transport_error(exc, deadline) from exc
-    return response, pool
+    fresh = False
+    while True:
+        conn, reused = pools.acquire(key, watchdog.watch, fresh=fresh)
+        try:
+            response, sock = _send(conn, target, headers, policy, deadline)
+        except Exception as exc:
+            conn.close()
+            if reused and not watchdog.fired and is_stale_connection_error(exc):
+                fresh = True  # the server closed an idle socket under us: once, anew
+                continue
+            raise _transport_error(exc, deadline) from exc
+        return _Exchange(key, conn, sock, response)
 
 
-def _read_response(
-    response: urllib3.BaseHTTPResponse, policy: DownloadPolicy, deadline: Deadline
-) -> bytes:
+def _read_response(exchange: _Exchange, policy: DownloadPolicy, deadline: Deadline) -> bytes:
+    response, sock = exchange.response, exchange.sock
     declared = response.headers.get("Content-Length")
     if declared and declared.strip().isdigit() and int(declared) > policy.max_bytes:
         raise FetchError(REASON_TOO_LARGE, f"content-length {int(declared)} > {policy.max_bytes}")
     decoder = _decoder_for(response.headers.get("Content-Encoding"), policy.max_bytes)
-    sock = getattr(response.connection, "sock", None)
 
     def shrink_timeout(left: float) -> None:
         # The read timeout set at request time may outlast the deadline by now.
-        if sock is not None:
+        # Closed already once a Connection: close body is read to its end: nothing to bound.
+        if sock is not None and sock.fileno() != -1:
             sock.settimeout(max(0.01, min(policy.read_timeout_s, left)))
 
     def read(amount: int) -> bytes:
@@ -385,26 +373,44 @@ def _status_error(response: urllib3.BaseHTTPResponse) -> FetchError:
     return FetchError(REASON_HTTP_STATUS, str(status), retryable=retryable, retry_after=retry_after)
 
 
-def _fetch_http(url: str, policy: DownloadPolicy, deadline: Deadline) -> bytes:
+def _redirect_location(response: urllib3.BaseHTTPResponse) -> str | None:
+    """Where a redirect points, None for a 200, else the status as a FetchError."""
+    if response.status in _REDIRECT_STATUSES:
+        location = response.headers.get("Location")
+        if not location:
+            raise FetchError(REASON_HTTP_STATUS, f"{response.status} without Location")
+        return location.strip()
+    if response.status != 200:
+        raise _status_error(response)
+    return None
+
+
+def _fetch_http(
+    url: str, policy: DownloadPolicy, deadline: Deadline, pools: ConnectionPools
+) -> bytes:
     current = url
     for hop in range(policy.max_redirects + 1):
         if hop:
             check_scheme(current, policy, redirect=True)
+        body: bytes | None = None
         with _Watchdog(deadline) as watchdog:
-            response, pool = _http_get(current, policy, deadline, watchdog)
+            exchange = _http_get(current, policy, deadline, watchdog, pools)
             try:
-                if response.status in _REDIRECT_STATUSES:
-                    location = response.headers.get("Location")
-                    if not location:
-                        raise FetchError(REASON_HTTP_STATUS, f"{response.status} without Location")
-                    current = urljoin(current, location.strip()).split("#", 1)[0]
-                    continue
-                if response.status != 200:
-                    raise _status_error(response)
-                return _read_response(response, policy, deadline)
-            finally:
-                response.close()
-                pool.close()
+                location = _redirect_location(exchange.response)
+                if location is None:
+                    body = _read_response(exchange, policy, deadline)
+            except BaseException:
+                exchange.close()
+                raise
+        # Only once this request's watchdog is done can it no longer cut the socket under the
+        # connection's next user. Redirect and error bodies are not read: those close.
+        if body is not None and not watchdog.fired:
+            pools.release(exchange.key, exchange.conn)
+        else:
+            exchange.close()
+        if body is not None:
+            return body
+        current = urljoin(current, location).split("#", 1)[0]
     raise FetchError(REASON_REDIRECTS, f"too many (> {policy.max_redirects})")
 
 
@@ -425,12 +431,18 @@ def _fetch_fsspec(url: str, policy: DownloadPolicy, deadline: Deadline) -> bytes
         raise FetchError(REASON_IO, f"{type(exc).__name__}: {exc}"[:120], retryable=True) from exc
 
 
-def fetch_once(url: str, policy: DownloadPolicy, deadline: Deadline) -> bytes:
+def fetch_once(
+    url: str, policy: DownloadPolicy, deadline: Deadline, pools: ConnectionPools | None = None
+) -> bytes:
+    """One attempt at `url`; http(s) reuses `pools`' keep-alive connections (none if None)."""
     try:
         scheme = check_scheme(url, policy)
-        if scheme in HTTP_SCHEMES:
-            return _fetch_http(url, policy, deadline)
-        return _fetch_fsspec(url, policy, deadline)
+        if scheme not in HTTP_SCHEMES:
+            return _fetch_fsspec(url, policy, deadline)
+        if pools is not None:
+            return _fetch_http(url, policy, deadline, pools)
+        with ConnectionPools(max_idle=0) as own:
+            return _fetch_http(url, policy, deadline, own)
     except FetchError:
         raise
     except (ValueError, UnicodeError) as exc:  # urlsplit/urljoin/urllib3 on malformed URLs

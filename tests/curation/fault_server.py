@@ -97,6 +97,11 @@ def gzip_endless_parts() -> tuple[bytes, bytes]:
 
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
+    served = 0  # requests read on this connection (one handler per connection)
+
+    def setup(self) -> None:
+        super().setup()
+        self.server.fault.connected()
 
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib name
         pass  # keep test output clean
@@ -105,8 +110,13 @@ class _Handler(BaseHTTPRequestHandler):
         fault = self.server.fault
         path = self.path.split("?", 1)[0]
         hits = fault.record(self.path, self.headers.get("Host", ""))
+        self.served += 1
         route = ROUTES.get(path)
-        if route is None and path.startswith("/status/"):
+        if path == "/drop" or (path == "/drop-if-reused" and self.served > 1):
+            # Hang up without an answer: what a server timing out an idle keep-alive
+            # connection looks like to a client whose request was already on the wire.
+            self.close_connection = True
+        elif route is None and path.startswith("/status/"):
             self._send(int(path.rsplit("/", 1)[1]), b"status page", "text/plain")
         elif route is None and path.startswith("/chain/"):
             left = int(path.rsplit("/", 1)[1])
@@ -347,6 +357,7 @@ def _redirect_to(location: str) -> Callable[[_Handler, int], None]:
 ROUTES: dict[str, Callable[[_Handler, int], None]] = {
     "/ok.jpg": _ok_jpeg,
     "/ok.png": _ok_png,
+    "/drop-if-reused": _ok_jpeg,  # on a fresh connection; a reused one is hung up on
     "/flaky-500": _flaky_500,
     "/always-500": _always_500,
     "/retry-after": _retry_after,
@@ -387,12 +398,21 @@ class FaultState:
         self._lock = threading.Lock()
         self.hits: Counter[str] = Counter()
         self.requests: list[tuple[str, str]] = []
+        self.connections = 0  # TCP connections accepted
+
+    def connected(self) -> None:
+        with self._lock:
+            self.connections += 1
 
     def record(self, path: str, host: str) -> int:
         with self._lock:
             self.hits[path] += 1
             self.requests.append((path, host))
             return self.hits[path]
+
+
+class _KeepAliveHandler(_Handler):
+    protocol_version = "HTTP/1.1"  # keeps the connection open between requests
 
 
 class _Server(ThreadingHTTPServer):
@@ -403,12 +423,14 @@ class _Server(ThreadingHTTPServer):
 class FaultServer:
     """`with FaultServer() as server: server.url("/drip")` — a fresh server per test.
 
-    With `tls` (a server-side SSLContext) it speaks https on the same routes.
+    With `tls` (a server-side SSLContext) it speaks https on the same routes; with `keep_alive`
+    HTTP/1.1, keeping connections open (only routes that send a Content-Length keep them).
     """
 
-    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
+    def __init__(self, tls: ssl.SSLContext | None = None, *, keep_alive: bool = False) -> None:
         self.state = FaultState()
-        self._httpd = _Server(("127.0.0.1", 0), _Handler)
+        handler = _KeepAliveHandler if keep_alive else _Handler
+        self._httpd = _Server(("127.0.0.1", 0), handler)
         self._httpd.fault = self.state
         if tls is not None:
             self._httpd.socket = tls.wrap_socket(self._httpd.socket, server_side=True)

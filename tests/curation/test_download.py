@@ -42,7 +42,13 @@ from schemas.tables import (
     IMAGE_STATUS_DOWNLOAD_FAILED,
     IMAGE_STATUS_OK,
 )
-from tests.curation.fault_server import SLOW_DELAY_S, FaultServer, jpeg_bytes, png_bytes
+from tests.curation.fault_server import (
+    SLOW_DELAY_S,
+    FaultServer,
+    gzip_bomb_bytes,
+    jpeg_bytes,
+    png_bytes,
+)
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -262,6 +268,7 @@ def test_lying_small_length_reads_only_what_was_declared(
 
 def test_gzip_bomb_is_capped_without_inflating(server: FaultServer, tmp_path: Path) -> None:
     fetch(server.url("/ok.jpg"), tmp_path / "warmup")  # imports/caches outside the measurement
+    gzip_bomb_bytes()  # built on first use in ~1.5 s: longer than the read timeout
     tracemalloc.start()
     try:
         result = fetch(server.url("/gzip-bomb"), tmp_path)
