@@ -5,11 +5,11 @@
 - `connections`: keep-alive connections shared within a batch per vetted (scheme, host, address,
   port).
 - `sniff`: what the bytes are, checked by a full decode.
-- `batch`: the retry scheduler, the per-URL resume index and the result table.
+- `url_index`: the resume index, successes recorded in batches of durable writes.
+- `batch`: the retry scheduler and the result table.
 """
 
 from curation.download.batch import (
-    URL_INDEX_DIR,
     FetchStats,
     ImageFetchResult,
     fetch_image,
@@ -18,6 +18,7 @@ from curation.download.batch import (
 from curation.download.policy import DEFAULT_POLICY, DownloadPolicy, address_problem
 from curation.download.reasons import BadImageError, FetchError, reason_code
 from curation.download.sniff import FORMAT_EXTENSIONS, inspect_image_bytes, sniff_format
+from curation.download.url_index import URL_INDEX_DIR
 
 __all__ = [
     "DEFAULT_POLICY",

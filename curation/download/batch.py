@@ -1,4 +1,4 @@
-"""Many URLs at once: the retry scheduler, the resume index and the result table.
+"""Many URLs at once: the retry scheduler and the result table (resume index: `url_index`).
 
 `fetch_images` is the one driver: every attempt, retry and backoff of every URL goes through
 its scheduler, and `fetch_image` is a batch of one. It never raises for a bad URL, server or
@@ -8,22 +8,22 @@ so the curation ledger can account for every row.
 
 from __future__ import annotations
 
-import hashlib
+import contextlib
+import functools
 import heapq
 import itertools
-import json
 import random
 import time
 from collections import Counter, deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from typing import Any, TypeGuard
 
-import fsspec
 import polars as pl
 
 from curation import image_store
+from curation.download import url_index
 from curation.download.connections import ConnectionPools
 from curation.download.policy import DEFAULT_POLICY, DownloadPolicy
 from curation.download.reasons import REASON_BAD_URL, BadImageError, FetchError, reason_code
@@ -181,26 +181,6 @@ def _still_stored(row: dict[str, Any], store_root: str) -> dict[str, Any] | None
     return {**row, "path": path} if image_store.exists(path) else None
 
 
-# Per-URL success records under the store root, written as each image lands: a run killed
-# before its table is saved still leaves proof of what it finished, so the rerun skips those.
-URL_INDEX_DIR = "image_index"
-_RECORD_FIELDS = ("url", "sha256", "format", "width", "height", "bytes", "attempts", "elapsed_s")
-
-
-def _url_record_path(store_root: str, url: str) -> str:
-    digest = hashlib.sha256(url.encode("utf-8", "surrogatepass")).hexdigest()
-    return f"{str(store_root).rstrip('/')}/{URL_INDEX_DIR}/{digest[:2]}/{digest}.json"
-
-
-def _with_record(result: ImageFetchResult, store_root: str) -> dict[str, Any]:
-    """The result as a table row, its success recorded in the URL index first."""
-    row = asdict(result)
-    if row["status"] == IMAGE_STATUS_OK and isinstance(result.url, str):
-        record = json.dumps({name: row[name] for name in _RECORD_FIELDS}).encode()
-        image_store.write_bytes_atomic(_url_record_path(store_root, result.url), record)
-    return row
-
-
 @dataclass
 class _Job:
     """One URL of a batch between its attempts; one thread at a time holds it."""
@@ -237,8 +217,7 @@ def _attempt(
             return asdict(_failed(url, exc, job.started))
         job.last_error, job.ready_at = exc, time.monotonic() + delay
         return None
-    result = _verified(url, data, job.attempt, job.started, store_root, policy)
-    return _with_record(result, store_root)
+    return asdict(_verified(url, data, job.attempt, job.started, store_root, policy))
 
 
 def _fetch_scheduled(
@@ -248,62 +227,68 @@ def _fetch_scheduled(
     pool: ThreadPoolExecutor,
     workers: int,
 ) -> dict[str | None, dict[str, Any]]:
-    """Fetch `urls` with at most `workers` attempts in flight, and no worker ever asleep.
+    """Fetch `urls` through the scheduler, sharing keep-alive connections and recording each
+    success in the URL index, one durable write per `policy.index_batch_size` successes."""
+    index = url_index.UrlIndexWriter(store_root, policy.index_batch_size, policy.index_flush_s)
+    # Room for several hosts' connections to idle side by side between URLs, while open
+    # sockets stay bounded: one in flight per worker plus the idle cap.
+    with ConnectionPools(max_idle=max(16, 2 * workers)) as connections:
+        attempt = functools.partial(
+            _attempt, store_root=store_root, policy=policy, pools=connections
+        )
+        try:
+            rows = _run_jobs(urls, pool, workers, attempt, index.add)
+        except BaseException:
+            # What finished stays recorded even when storage fails the batch.
+            with contextlib.suppress(Exception):
+                index.flush()
+            raise
+    index.flush()
+    return rows
+
+
+def _run_jobs(
+    urls: list[str | None],
+    pool: ThreadPoolExecutor,
+    workers: int,
+    attempt: Callable[[_Job], dict[str, Any] | None],
+    on_row: Callable[[dict[str, Any]], None],
+) -> dict[str | None, dict[str, Any]]:
+    """Run `attempt` on every URL's job with at most `workers` in flight, no worker asleep.
 
     A backoff slept inside a worker held it for seconds per permanently failing URL, so a few
     of those set the tail of a batch. Here an attempt that may be retried goes on a heap of
     (due time, job); a free worker takes a due retry before a fresh URL, so a due retry waits
     at most for one attempt to end (should its deadline pass meanwhile, its last error stands).
+    Each final row goes to `on_row` as it lands, on this thread.
     """
     fresh = deque(_Job(url) for url in urls)
     waiting: list[tuple[float, int, _Job]] = []
     order = itertools.count()  # ties on the due time never compare jobs
     running: dict[Future[dict[str, Any] | None], _Job] = {}
     rows: dict[str | None, dict[str, Any]] = {}
-    # Room for several hosts' connections to idle side by side between URLs, while open
-    # sockets stay bounded: one in flight per worker plus the idle cap.
-    with ConnectionPools(max_idle=max(16, 2 * workers)) as connections:
-        while fresh or waiting or running:
-            now = time.monotonic()
-            while len(running) < workers and (fresh or (waiting and waiting[0][0] <= now)):
-                due = waiting and waiting[0][0] <= now
-                job = heapq.heappop(waiting)[2] if due else fresh.popleft()
-                running[pool.submit(_attempt, job, store_root, policy, connections)] = job
-            # Wake for the next retry only if a worker is free to take it; else for a completion.
-            free = len(running) < workers and bool(waiting)
-            timeout = max(0.0, waiting[0][0] - now) if free else None
-            if not running:
-                time.sleep(timeout or 0.0)  # wait() on no futures returns at once
-                continue
-            done, _ = wait(running, timeout=timeout, return_when=FIRST_COMPLETED)
-            for future in done:
-                job = running.pop(future)
-                row = future.result()  # storage errors propagate and fail the batch
-                if row is None:
-                    heapq.heappush(waiting, (job.ready_at, next(order), job))
-                else:
-                    rows[job.url] = row
+    while fresh or waiting or running:
+        now = time.monotonic()
+        while len(running) < workers and (fresh or (waiting and waiting[0][0] <= now)):
+            due = waiting and waiting[0][0] <= now
+            job = heapq.heappop(waiting)[2] if due else fresh.popleft()
+            running[pool.submit(attempt, job)] = job
+        # Wake for the next retry only if a worker is free to take it; else for a completion.
+        free = len(running) < workers and bool(waiting)
+        timeout = max(0.0, waiting[0][0] - now) if free else None
+        if not running:
+            time.sleep(timeout or 0.0)  # wait() on no futures returns at once
+            continue
+        done, _ = wait(running, timeout=timeout, return_when=FIRST_COMPLETED)
+        for future in done:
+            job = running.pop(future)
+            row = future.result()  # storage errors propagate and fail the batch
+            if row is None:
+                heapq.heappush(waiting, (job.ready_at, next(order), job))
+            else:
+                rows[job.url] = row
+                on_row(row)
     return rows
-
-
-def _recorded(url: str | None, store_root: str) -> dict[str, Any] | None:
-    """The success a previous (possibly killed) run recorded for this URL, if its image is
-    still in the store; an unreadable record is ignored and the URL fetched again."""
-    if not isinstance(url, str):
-        return None
-    path = _url_record_path(store_root, url)
-    fs, fs_path = fsspec.core.url_to_fs(path)
-    try:
-        with fs.open(fs_path, "rb") as handle:
-            record = json.loads(handle.read())
-    except (FileNotFoundError, ValueError):
-        return None
-    if not isinstance(record, dict) or record.get("url") != url:
-        return None
-    row = {name: record.get(name) for name in _RECORD_FIELDS}
-    if row["format"] not in FORMAT_EXTENSIONS or not isinstance(row["sha256"], str):
-        return None
-    return _still_stored({**row, "status": IMAGE_STATUS_OK, "reason": None}, store_root)
 
 
 def fetch_images(
@@ -326,9 +311,9 @@ def fetch_images(
     with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="fetch") as pool:
         checked = pool.map(lambda row: _still_stored(row, store_root), candidates)
         reused = {row["url"]: row for row in checked if row is not None}
-        unseen = [url for url in distinct if url not in reused]
-        recorded = pool.map(lambda url: _recorded(url, store_root), unseen)
-        reused.update((row["url"], row) for row in recorded if row is not None)
+        recorded = url_index.recorded_rows(store_root, (u for u in distinct if u not in reused))
+        checked = pool.map(lambda row: _still_stored(row, store_root), recorded.values())
+        reused.update((row["url"], row) for row in checked if row is not None)
         todo = [url for url in distinct if url not in reused]
         rows.update(_fetch_scheduled(todo, store_root, policy, pool, max(1, workers)))
     rows.update(reused)

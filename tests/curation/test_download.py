@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import shutil
 import socket
@@ -531,6 +532,41 @@ def test_second_run_reuses_successes_and_retries_failures(
     Path(first.item(0, "path")).unlink()  # a lost file is fetched again
     _, stats3 = fetch_images(urls[:2], str(tmp_path), FAST, previous=second)
     assert (stats3.attempted, stats3.reused) == (1, 1) and server.hits("/ok.jpg") == 2
+
+
+def test_the_url_index_is_written_one_batch_at_a_time_and_resumes_a_run(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    policy = replace(FAST, index_batch_size=3, index_flush_s=3600.0)
+    urls = [server.url(f"/ok.jpg?n={n}") for n in range(7)] + [server.url("/status/404")]
+    fetch_images(urls, str(tmp_path), policy, workers=2)
+    files = sorted((tmp_path / download.URL_INDEX_DIR).iterdir())  # names sort by time
+    assert [len(f.read_bytes().splitlines()) for f in files] == [3, 3, 1]  # failures unrecorded
+    server.state.hits.clear()
+    # No previous table (a killed run leaves none): the index alone spares the downloads.
+    _, stats = fetch_images(urls, str(tmp_path), policy, workers=2)
+    assert (stats.reused, stats.attempted, stats.ok) == (7, 1, 7)
+    assert dict(server.state.hits) == {"/status/404": 1}
+
+
+def test_the_url_index_flushes_by_time_and_reads_records_from_before_batching(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    policy = replace(FAST, index_batch_size=100, index_flush_s=0.0)
+    urls = [server.url("/ok.jpg"), server.url("/ok.png")]
+    fetch_images(urls, str(tmp_path), policy, workers=1)
+    index = tmp_path / download.URL_INDEX_DIR
+    files = sorted(index.iterdir())
+    assert len(files) == 2  # a success waits no longer than index_flush_s for its batch
+    # The layout before batching: one `ab/<sha256 of the url>.json` record per URL.
+    record = files[0].read_bytes()
+    digest = hashlib.sha256(json.loads(record)["url"].encode()).hexdigest()
+    (index / digest[:2]).mkdir()
+    (index / digest[:2] / f"{digest}.json").write_bytes(record.strip())
+    files[0].unlink()
+    (index / "junk.jsonl").write_bytes(b"not json\n[1, 2]\n")  # ignored, not fatal
+    _, stats = fetch_images(urls, str(tmp_path), policy, workers=1)
+    assert (stats.reused, stats.attempted) == (2, 0)
 
 
 def test_empty_input_gives_typed_empty_frame(tmp_path: Path) -> None:

@@ -11,14 +11,19 @@ from pathlib import Path
 import polars as pl
 
 
-def fetch(urls_file: str, root: str, out: str, workers: str) -> None:
-    """fetch_images as product_images runs it, then the table written atomically."""
+def fetch(urls_file: str, root: str, out: str, workers: str, index_batch_size: str = "1") -> None:
+    """fetch_images as product_images runs it, then the table written atomically. The index
+    flushes by count only, so what a kill finds recorded depends on the batch size alone."""
     from curation.download import DownloadPolicy, fetch_images
     from curation.image_store import write_bytes_atomic
 
     urls = json.loads(Path(urls_file).read_text())
     policy = DownloadPolicy(
-        deadline_s=20.0, max_attempts=2, allowed_private_networks=("127.0.0.1/32",)
+        deadline_s=20.0,
+        max_attempts=2,
+        allowed_private_networks=("127.0.0.1/32",),
+        index_batch_size=int(index_batch_size),
+        index_flush_s=3600.0,
     )
     frame, stats = fetch_images(urls, root, policy, workers=int(workers))
     buffer = io.BytesIO()
