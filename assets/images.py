@@ -8,7 +8,8 @@ from assets._common import counts_markdown, table_output
 from assets.resources import DownloadSettings, PipelineSettings
 from curation.dedupe import duplicate_clusters as cluster_duplicates
 from curation.download import DownloadPolicy, fetch_images
-from curation.image_hashing import compute_image_hashes
+from curation.images.hashing import compute_image_hashes
+from curation.images.normalised import attach_normalised
 from schemas.tables import IMAGE_STATUS_OK, PRODUCT_IMAGES_SCHEMA
 
 GROUP = "images"
@@ -44,14 +45,15 @@ def download_policy(settings: PipelineSettings, downloads: DownloadSettings) -> 
     )
 
 
-@dg.asset(group_name=GROUP, code_version="1", kinds={"polars"}, retry_policy=NETWORK_RETRY)
+@dg.asset(group_name=GROUP, code_version="2", kinds={"polars"}, retry_policy=NETWORK_RETRY)
 def product_images(
     context: dg.AssetExecutionContext,
     pipeline: PipelineSettings,
     downloads: DownloadSettings,
     validated_products: pl.DataFrame,
 ) -> dg.Output:
-    """One row per validated row: where its image came from, what happened, where it lives."""
+    """One row per validated row: where its image came from, what happened, where it lives,
+    and where its normalised picture (what training sees) lives."""
     previous = previous_table(pipeline, "product_images")
     fetched, stats = fetch_images(
         validated_products["imageurl"].to_list(),
@@ -60,6 +62,7 @@ def product_images(
         workers=downloads.workers,
         previous=previous,
     )
+    fetched = attach_normalised(fetched, pipeline.data_dir, previous=previous)
     frame = (
         validated_products.select("row_id", pl.col("imageurl").alias("url"))
         .join(fetched, on="url", how="left")

@@ -21,7 +21,7 @@ from PIL import Image
 
 from bench.common import Report, base_parser, publish, ratio, timed
 from curation.dedupe import popcount64
-from curation.image_hashing import _to_uint64, compute_image_hashes
+from curation.images.hashing import _to_uint64, compute_image_hashes
 from demo import build_demo_catalogue
 
 IMAGEDEDUP_NOTE = (

@@ -2,7 +2,10 @@
 
 Validation and test hold real rows only (metrics must describe the catalogue, not our
 augmentations); train adds the synthetic variants. Image bytes are embedded on save, so the
-saved folder keeps loading after the image store moves or is cleaned.
+saved folder keeps loading after the image store moves or is cleaned. The embedded image is the
+row's normalised picture (`normalised_path`, curation.images.normalised), so a consumer's plain
+`row["image"].convert("RGB")` (TRL's collators, transformers' processors, training/data.py)
+sees the product upright on white in sRGB, not a black background or a clipped 16-bit grey.
 """
 
 from __future__ import annotations
@@ -56,15 +59,21 @@ def chat_messages(question: str, answer: str) -> list[dict]:
 
 
 def _records(frame: pl.DataFrame, id_col: str, parent_col: str | None) -> dict[str, list]:
-    """Column dict for `Dataset.from_dict`; `frame` needs image_path, question and labels."""
+    """Column dict for `Dataset.from_dict`; `frame` needs normalised_path, question, labels."""
+    missing = frame.filter(pl.col("normalised_path").is_null())
+    if missing.height:
+        raise ValueError(
+            f"{missing.height} rows have no normalised image, e.g. {missing[id_col][0]}: "
+            "rematerialize product_images"
+        )
     rows = frame.select(
-        "image_path", "question", id_col, *LABEL_COLUMNS, pl.col("full_price").cast(pl.Float64)
+        "normalised_path", "question", id_col, *LABEL_COLUMNS, pl.col("full_price").cast(pl.Float64)
     ).to_dicts()
     answers = [format_answer(r["title"], r["category3_code"], r["full_price"]) for r in rows]
     parents = frame[parent_col].to_list() if parent_col else [None] * len(rows)
     return {
         # A path is enough here: save_to_disk embeds the bytes (embed_local_files).
-        "image": [r["image_path"] for r in rows],
+        "image": [r["normalised_path"] for r in rows],
         "messages": [chat_messages(r["question"], a) for r, a in zip(rows, answers, strict=True)],
         "answer": answers,
         "row_id": [r[id_col] for r in rows],

@@ -119,7 +119,13 @@ def select_curated_products(
         validated.join(curated_ids, on="row_id", how="semi")
         .join(
             images.select(
-                "row_id", "sha256", pl.col("path").alias("image_path"), "width", "height"
+                "row_id",
+                "sha256",
+                pl.col("path").alias("image_path"),
+                "normalised_sha256",
+                "normalised_path",
+                "width",
+                "height",
             ),
             on="row_id",
             how="left",

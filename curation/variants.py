@@ -10,23 +10,22 @@ stream, so adding or removing catalogue rows leaves every other row's variants b
 from __future__ import annotations
 
 import hashlib
-import io
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-import fsspec
 import numpy as np
 import polars as pl
 from PIL import Image, ImageEnhance
 
-from curation.image_store import exists, sha256_hex, store_image_bytes
+from curation.images.decode import encode_jpeg, load_normalised
+from curation.images.store import exists, sha256_hex, store_image_bytes
 from schemas.prompt import DEFAULT_QUESTION
 from schemas.tables import SYNTHETIC_VARIANTS_SCHEMA, empty_frame
 
 # Bump when an op's behaviour changes: it is part of every variant_id, so old variants are not
 # reused under the new rules.
-VARIANTS_VERSION = "variants-v1"
+VARIANTS_VERSION = "variants-v2"
 
 # Natural ways a shopper or a catalogue tool asks the same question; the answer format does not
 # change with the phrasing, which is what these samples teach.
@@ -176,24 +175,6 @@ def oversample_counts(train: pl.DataFrame, min_rows_per_category: int) -> dict[s
     return extra
 
 
-def _load_rgb(path: str) -> Image.Image:
-    with fsspec.open(path, "rb") as handle:
-        img = Image.open(io.BytesIO(handle.read()))
-        img.load()
-    if img.mode in ("RGBA", "LA", "P"):
-        # Transparent product shots go onto white, as a storefront shows them.
-        rgba = img.convert("RGBA")
-        canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        img = Image.alpha_composite(canvas, rgba)
-    return img.convert("RGB")
-
-
-def _encode(img: Image.Image, quality: int) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, format="JPEG", quality=quality)
-    return buf.getvalue()
-
-
 def _run_parent(jobs: list[_Job], store_root: str, seed: int, reuse: dict[str, dict]) -> list[dict]:
     """All variants of one parent: its image is decoded at most once."""
     out: list[dict] = []
@@ -204,25 +185,37 @@ def _run_parent(jobs: list[_Job], store_root: str, seed: int, reuse: dict[str, d
         record = {"variant_id": job.variant_id, "parent_row_id": parent["row_id"]}
         record |= {"variant_kind": job.kind, "question": job.question, **labels}
         if job.op is None:
-            out.append(record | {"sha256": parent["sha256"], "image_path": parent["image_path"]})
+            out.append(
+                record
+                | {"sha256": parent["sha256"], "image_path": parent["image_path"]}
+                | {k: parent[k] for k in ("normalised_sha256", "normalised_path")}
+            )
             continue
         kept = reuse.get(job.variant_id)
         if kept is not None and kept["image_path"] and exists(kept["image_path"]):
             out.append(kept)
             continue
         if base is None:
-            base = _load_rgb(parent["image_path"])
+            base = load_normalised(parent["normalised_path"] or parent["image_path"])
         img, quality = IMAGE_OPS[job.op](base, _rng(seed, parent["row_id"], job.slot))
-        data = _encode(img, quality)
+        data = encode_jpeg(img, quality)
         path = store_image_bytes(store_root, data, "jpg")
-        out.append(record | {"sha256": sha256_hex(data), "image_path": path})
+        digest = sha256_hex(data)
+        # An RGB JPEG we wrote is its own normalised picture.
+        out.append(record | {"sha256": digest, "image_path": path} | _same_address(digest, path))
     return out
+
+
+def _same_address(sha256: str, path: str) -> dict[str, str]:
+    return {"normalised_sha256": sha256, "normalised_path": path}
 
 
 def _reusable(previous: pl.DataFrame | None) -> dict[str, dict]:
     """Previous image variants by id; whether the file still exists is checked at use."""
     if previous is None or previous.height == 0:
         return {}
+    if not set(SYNTHETIC_VARIANTS_SCHEMA) <= set(previous.columns):
+        return {}  # written before the table had today's columns: render again
     rows = previous.select(list(SYNTHETIC_VARIANTS_SCHEMA)).to_dicts()
     return {r["variant_id"]: r for r in rows}
 

@@ -5,7 +5,7 @@ benchmarks all see the same 3,040 rows. The manifest beside the catalogue record
 planted defect, the outcome the pipeline must reach; tests compare the ledger against it.
 
 Products are drawn apart by the pipeline's own near-duplicate rule (`curation.dedupe`'s
-thresholds over `curation.image_hashing`), so the only duplicates are the planted ones and a
+thresholds over `curation.images.hashing`), so the only duplicates are the planted ones and a
 change to the rule redraws the demo rather than silently planting new ones. That makes `demo`
 a layer above `curation`: it imports curation, curation never imports it.
 """
@@ -25,7 +25,7 @@ import polars as pl
 from PIL import Image
 
 from curation.dedupe import DEFAULT_MAX_DHASH_DISTANCE, DEFAULT_MAX_PHASH_DISTANCE
-from curation.image_hashing import hash_image_object
+from curation.images.hashing import hash_image_object
 from demo.images import (
     COLOURS,
     ProductLook,

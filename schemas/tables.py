@@ -97,7 +97,15 @@ IMAGE_FETCH_SCHEMA: dict[str, pl.DataType] = {
     "elapsed_s": pl.Float64(),
 }
 
-PRODUCT_IMAGES_SCHEMA: dict[str, pl.DataType] = {"row_id": pl.String(), **IMAGE_FETCH_SCHEMA}
+# product_images adds the normalised picture's address (curation.images.normalised): the pixels
+# every later step and the exported dataset use. It equals sha256/path where normalising
+# changes nothing (a plain upright RGB JPEG); null exactly when no usable image was stored.
+PRODUCT_IMAGES_SCHEMA: dict[str, pl.DataType] = {
+    "row_id": pl.String(),
+    **IMAGE_FETCH_SCHEMA,
+    "normalised_sha256": pl.String(),
+    "normalised_path": pl.String(),
+}
 
 IMAGE_HASHES_SCHEMA: dict[str, pl.DataType] = {
     "sha256": pl.String(),
@@ -146,6 +154,8 @@ CURATED_PRODUCTS_SCHEMA: dict[str, pl.DataType] = {
     **VALIDATED_PRODUCTS_SCHEMA,
     "sha256": pl.String(),
     "image_path": pl.String(),
+    "normalised_sha256": pl.String(),
+    "normalised_path": pl.String(),
     "width": pl.Int64(),
     "height": pl.Int64(),
     "cluster_id": pl.String(),
@@ -166,6 +176,10 @@ SYNTHETIC_VARIANTS_SCHEMA: dict[str, pl.DataType] = {
     "variant_kind": pl.String(),  # e.g. "image:crop", "prompt:paraphrase", "oversample"
     "sha256": pl.String(),
     "image_path": pl.String(),
+    # the pixels the export embeds: the variant's own (already normalised) image, or for a
+    # prompt-only variant its parent's normalised picture.
+    "normalised_sha256": pl.String(),
+    "normalised_path": pl.String(),
     "question": pl.String(),
     "title": pl.String(),
     "category1_code": pl.String(),

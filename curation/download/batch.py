@@ -22,13 +22,13 @@ from typing import Any, TypeGuard
 
 import polars as pl
 
-from curation import image_store
 from curation.download import url_index
 from curation.download.connections import ConnectionPools
 from curation.download.policy import DEFAULT_POLICY, DownloadPolicy
 from curation.download.reasons import REASON_BAD_URL, BadImageError, FetchError, reason_code
 from curation.download.sniff import FORMAT_EXTENSIONS, inspect_image_bytes
 from curation.download.transport import Deadline, fetch_once
+from curation.images import store as image_store
 from schemas.tables import (
     IMAGE_FETCH_SCHEMA,
     IMAGE_STATUS_BAD_IMAGE,

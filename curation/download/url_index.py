@@ -18,8 +18,8 @@ from typing import Any
 
 import fsspec
 
-from curation import image_store
 from curation.download.sniff import FORMAT_EXTENSIONS
+from curation.images import store as image_store
 from schemas.tables import IMAGE_STATUS_OK
 
 URL_INDEX_DIR = "image_index"

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from curation.image_store import write_bytes_atomic
+from curation.images.store import write_bytes_atomic
 from curation.report.render import render_html, render_markdown
 from curation.report.sections import build_context, build_sections
 from curation.report.statistics import summary as summarise

@@ -24,7 +24,7 @@ from curation.dedupe import (
     placeholder_summary,
     popcount64,
 )
-from curation.image_hashing import compute_image_hashes
+from curation.images.hashing import compute_image_hashes
 from schemas.tables import DUPLICATE_CLUSTERS_SCHEMA, IMAGE_HASHES_SCHEMA
 
 # ---------------------------------------------------------------------------------------------

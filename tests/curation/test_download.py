@@ -27,7 +27,7 @@ import pytest
 import urllib3.util.connection
 from PIL import Image, ImageFile
 
-from curation import download, image_store
+from curation import download
 from curation.download import (
     BadImageError,
     DownloadPolicy,
@@ -37,6 +37,7 @@ from curation.download import (
     inspect_image_bytes,
     transport,
 )
+from curation.images import store as image_store
 from schemas.tables import (
     IMAGE_FETCH_SCHEMA,
     IMAGE_STATUS_BAD_IMAGE,

@@ -11,8 +11,9 @@ import polars as pl
 import pytest
 from PIL import Image, ImageDraw
 
-import curation.image_hashing as ih
-from curation.image_hashing import compute_image_hashes, hash_image
+import curation.images.batch as batch
+import curation.images.hashing as ih
+from curation.images.hashing import compute_image_hashes, hash_image
 from schemas.tables import IMAGE_HASHES_SCHEMA
 
 
@@ -99,8 +100,8 @@ def test_undecodable_or_missing_file_gives_null_hashes(tmp_path: Path) -> None:
 def test_parallel_path_equals_serial_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     images = _write(tmp_path, 12, fmt="JPEG")
     serial = compute_image_hashes(images, workers=1)
-    monkeypatch.setattr(ih, "MIN_IMAGES_FOR_THREADS", 2)
-    monkeypatch.setattr(ih, "MAX_CHUNK_SIZE", 5)  # several chunks, so order is exercised
+    monkeypatch.setattr(batch, "MIN_IMAGES_FOR_THREADS", 2)
+    monkeypatch.setattr(batch, "MAX_CHUNK_SIZE", 5)  # several chunks, so order is exercised
     parallel = compute_image_hashes(images, workers=2)
     assert parallel.equals(serial)
     assert serial["phash"].null_count() == 0

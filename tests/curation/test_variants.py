@@ -10,7 +10,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 import curation.variants as variants_mod
-from curation.image_store import sha256_hex, store_image_bytes
+from curation.images.store import sha256_hex, store_image_bytes
 from curation.splits import assign_splits
 from curation.variants import (
     IMAGE_OPS,
@@ -54,6 +54,9 @@ def stored_splits(root: Path, n: int = 48, min_stratum_rows: int = 20) -> pl.Dat
                 "category3_code": ("SCARVES", "BAGS", "HATS")[i % 3],
                 "sha256": sha256_hex(data),
                 "image_path": path,
+                # a plain RGB JPEG is its own normalised picture
+                "normalised_sha256": sha256_hex(data),
+                "normalised_path": path,
                 "width": SIZE,
                 "height": SIZE,
             }

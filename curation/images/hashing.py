@@ -2,35 +2,25 @@
 
 Images are content-addressed, so a sha256 that was hashed in an earlier run has the same bytes
 now: its hashes are reused from the previous `image_hashes` table instead of decoding the file
-again. Only new sha256s cost a decode, and those are spread over worker threads: Pillow
-releases the GIL while it reads and decodes, and a thread costs nothing to start, where a spawned
-process costs ~1 s of imports, more than decoding a few thousand small images.
+again. Only new sha256s cost a decode (spread over threads, `curation.images.batch`). Hashes
+are taken of the normalised picture, so an EXIF-rotated or transparent copy matches its
+upright, white-backed twin.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 
-import fsspec
 import imagehash
 import numpy as np
 import polars as pl
 from PIL import Image
 
+from curation.images.batch import map_images
+from curation.images.decode import UnreadableImage, load_normalised, normalise, open_image
 from schemas.tables import IMAGE_HASHES_SCHEMA, empty_frame
 
 logger = logging.getLogger(__name__)
-
-# Below this many images a thread pool's set-up and hand-offs are not worth it (a 192 px image
-# hashes in ~0.5 ms), so small inputs hash on the calling thread.
-MIN_IMAGES_FOR_THREADS = 16
-
-# Images per task handed to a thread: large enough that scheduling is noise next to decoding,
-# small enough that the last tasks do not leave cores idle.
-MAX_CHUNK_SIZE = 64
 
 # phash resizes to 32x32 and dhash to 9x8 grayscale, so decoding a 2000x2000 colour JPEG in full
 # is wasted work. JPEG draft mode lets libjpeg decode only the luma channel, scaled down by up
@@ -46,20 +36,19 @@ def _to_uint64(h: imagehash.ImageHash) -> int:
     return int.from_bytes(np.packbits(h.hash.flatten()).tobytes(), "big")
 
 
-def _grayscale(img: Image.Image) -> Image.Image:
-    img.draft("L", DRAFT_SIZE)  # a no-op for formats other than JPEG
-    if img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info:
-        # Transparent pixels hold arbitrary colour; flatten onto white as a shop page does.
-        rgba = img.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, rgba).convert("L")
-    return img.convert("L")
+def hash_picture(gray: Image.Image) -> tuple[int, int]:
+    """(phash, dhash) of a normalised grayscale picture."""
+    return _to_uint64(imagehash.phash(gray)), _to_uint64(imagehash.dhash(gray))
 
 
 def hash_image_object(img: Image.Image) -> tuple[int, int]:
     """(phash, dhash) of an opened, not yet decoded image: the same bits as `hash_image`."""
-    gray = _grayscale(img)
-    return _to_uint64(imagehash.phash(gray)), _to_uint64(imagehash.dhash(gray))
+    return hash_picture(normalise(img, draft_size=DRAFT_SIZE, grayscale=True))
+
+
+def hash_image_bytes(data: bytes) -> tuple[int, int]:
+    """(phash, dhash) of image bytes: the same bits as `hash_image` on the stored file."""
+    return hash_image_object(open_image(data))
 
 
 def hash_image(path: str) -> HashPair:
@@ -69,27 +58,10 @@ def hash_image(path: str) -> HashPair:
     decides (the ledger records the row as a bad image) instead of the run crashing.
     """
     try:
-        with fsspec.open(path, "rb") as f, Image.open(f) as img:
-            return hash_image_object(img)
-    except Exception as exc:  # any decoder failure means "no hash", by design
-        logger.warning("cannot hash image %s: %s: %s", path, type(exc).__name__, exc)
+        return hash_picture(load_normalised(path, draft_size=DRAFT_SIZE, grayscale=True))
+    except UnreadableImage as exc:
+        logger.warning("cannot hash image %s: %s", path, exc)
         return None, None
-
-
-def _hash_chunk(paths: Sequence[str]) -> list[HashPair]:
-    return [hash_image(p) for p in paths]
-
-
-def _hash_paths(paths: list[str], workers: int | None) -> list[HashPair]:
-    n_workers = max(1, workers if workers is not None else (os.cpu_count() or 1))
-    if n_workers == 1 or len(paths) < MIN_IMAGES_FOR_THREADS:
-        return _hash_chunk(paths)
-    size = max(1, min(MAX_CHUNK_SIZE, -(-len(paths) // (n_workers * 4))))
-    chunks = [paths[i : i + size] for i in range(0, len(paths), size)]
-    # Threads, not processes: decoding (and fsspec's file reads) run with the GIL released,
-    # so two threads use two cores, with no spawn, no imports and no pickling of results.
-    with ThreadPoolExecutor(max_workers=n_workers, thread_name_prefix="hash") as pool:
-        return [pair for chunk in pool.map(_hash_chunk, chunks) for pair in chunk]
 
 
 def compute_image_hashes(
@@ -118,7 +90,7 @@ def compute_image_hashes(
             .unique(subset="sha256", keep="first")
         )
         todo = todo.join(cached.select("sha256"), on="sha256", how="anti")
-    pairs = _hash_paths(todo["path"].to_list(), workers)
+    pairs = map_images(lambda path: hash_image(path), todo["path"].to_list(), workers)
     fresh = pl.DataFrame(
         {
             "sha256": todo["sha256"],
