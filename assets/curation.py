@@ -5,40 +5,71 @@ import polars as pl
 
 from assets._common import counts_markdown, table_output
 from assets.resources import PipelineSettings
-from curation.ledger import build_curation_ledger, ledger_counts, select_curated_products
+from curation.ledger import (
+    DEFAULT_EXCLUDED_FLAGS,
+    build_curation_ledger,
+    ledger_counts,
+    row_flag_counts,
+    select_curated_products,
+)
 from curation.report import build_data_quality_report, write_report_html
 
 GROUP = "curation"
 
 
+class CurationConfig(dg.Config):
+    """The quality policy: which image-quality flags make a row `bad_image`; every other flag
+    only marks the row (curated_products.quality_flags) for review."""
+
+    exclude_quality_flags: list[str] = list(DEFAULT_EXCLUDED_FLAGS)
+
+
 @dg.multi_asset(
     group_name=GROUP,
-    code_version="1",
+    code_version="2",
     outs={
         "curation_ledger": dg.AssetOut(kinds={"polars"}, code_version="1"),
         "curated_products": dg.AssetOut(kinds={"polars"}, code_version="1"),
     },
 )
 def curation_ledger(
+    config: CurationConfig,
     raw_catalogue: pl.DataFrame,
     validated_products: pl.DataFrame,
     rejected_rows: pl.DataFrame,
     product_images: pl.DataFrame,
     duplicate_clusters: pl.DataFrame,
+    image_quality: pl.DataFrame,
 ):
     """Every raw row's outcome and reason; the rows that go on to training."""
-    ledger = build_curation_ledger(raw_catalogue, rejected_rows, product_images, duplicate_clusters)
+    ledger = build_curation_ledger(
+        raw_catalogue,
+        rejected_rows,
+        product_images,
+        duplicate_clusters,
+        image_quality,
+        exclude_flags=config.exclude_quality_flags,
+    )
     curated = select_curated_products(
         ledger, validated_products, product_images, duplicate_clusters
     )
     counts = ledger_counts(ledger)
+    flagged = row_flag_counts(ledger)
     yield table_output(
         ledger,
         output_name="curation_ledger",
         outcomes=dg.MetadataValue.md(counts_markdown(counts, "outcome")),
+        quality_flags=dg.MetadataValue.md(counts_markdown(flagged, "flag")),
         **{f"outcome/{name}": n for name, n in counts.items()},
+        **{f"quality/{name}": n for name, n in flagged.items()},
     )
-    yield table_output(curated, output_name="curated_products")
+    marked = row_flag_counts(curated)
+    yield table_output(
+        curated,
+        output_name="curated_products",
+        quality_flags=dg.MetadataValue.md(counts_markdown(marked, "flag")),
+        **{f"quality/{name}": n for name, n in marked.items()},
+    )
 
 
 @dg.asset_check(

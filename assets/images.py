@@ -1,5 +1,7 @@
 """Group `images`: fetch every validated row's image, hash it, cluster duplicates."""
 
+from dataclasses import replace
+
 import dagster as dg
 import fsspec
 import polars as pl
@@ -10,6 +12,7 @@ from curation.dedupe import duplicate_clusters as cluster_duplicates
 from curation.download import DownloadPolicy, fetch_images
 from curation.images.hashing import compute_image_hashes
 from curation.images.normalised import attach_normalised
+from curation.images.quality import DEFAULT_THRESHOLDS, compute_image_quality, flag_counts
 from schemas.tables import IMAGE_STATUS_OK, PRODUCT_IMAGES_SCHEMA
 
 GROUP = "images"
@@ -89,6 +92,39 @@ def image_hashes(pipeline: PipelineSettings, product_images: pl.DataFrame) -> dg
     hashes = compute_image_hashes(stored, previous=previous)
     reused = 0 if previous is None else hashes.join(previous, on="sha256", how="semi").height
     return table_output(hashes, reused=reused, computed=hashes.height - reused)
+
+
+class ImageQualityConfig(dg.Config):
+    """Where the size and shape flags start (the tonal and blur thresholds are the labelled
+    set's, curation.images.quality)."""
+
+    # Short side in px below which an image is `too_small`.
+    min_short_side: int = DEFAULT_THRESHOLDS.min_short_side
+    # Long side / short side above which an image is `odd_aspect_ratio` (a banner).
+    max_aspect_ratio: float = DEFAULT_THRESHOLDS.max_aspect_ratio
+
+
+@dg.asset(group_name=GROUP, code_version="1", kinds={"polars"})
+def image_quality(
+    config: ImageQualityConfig, pipeline: PipelineSettings, product_images: pl.DataFrame
+) -> dg.Output:
+    """Quality measurements and flags per distinct stored image (its normalised picture),
+    measured once and reused across runs; flags follow today's thresholds."""
+    stored = product_images.filter(pl.col("status") == IMAGE_STATUS_OK).select("sha256", "path")
+    previous = previous_table(pipeline, "image_quality")
+    thresholds = replace(
+        DEFAULT_THRESHOLDS,
+        min_short_side=config.min_short_side,
+        max_aspect_ratio=config.max_aspect_ratio,
+    )
+    quality = compute_image_quality(stored, previous=previous, thresholds=thresholds)
+    counts = flag_counts(quality["quality_flags"].to_list())
+    return table_output(
+        quality,
+        flagged_images=int((quality["quality_flags"].list.len() > 0).sum()),
+        flags=dg.MetadataValue.md(counts_markdown(counts, "flag")),
+        **{f"flag/{name}": n for name, n in counts.items()},
+    )
 
 
 @dg.asset(group_name=GROUP, code_version="1", kinds={"polars"})

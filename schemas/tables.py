@@ -113,6 +113,32 @@ IMAGE_HASHES_SCHEMA: dict[str, pl.DataType] = {
     "dhash": pl.UInt64(),
 }
 
+# Image-quality flags (curation.images.quality), in the order reasons list them.
+QUALITY_FLAGS: tuple[str, ...] = (
+    "too_small",
+    "odd_aspect_ratio",
+    "low_information",
+    "too_dark",
+    "too_light",
+    "blurry",
+    "grayscale",
+)
+
+# image_quality: per stored sha256, measurements of its normalised picture (cached across runs)
+# and the flags today's thresholds give them, each with its reason ("too_small (16x12 < 64 px)").
+IMAGE_QUALITY_SCHEMA: dict[str, pl.DataType] = {
+    "sha256": pl.String(),
+    "width": pl.Int64(),  # upright (after EXIF orientation)
+    "height": pl.Int64(),
+    "luma_std": pl.Float64(),
+    "luma_p05": pl.Float64(),
+    "luma_p95": pl.Float64(),
+    "sharpness": pl.Float64(),  # Laplacian std / luminance std, at <= 256 px
+    "chroma_p99": pl.Float64(),
+    "quality_flags": pl.List(pl.String()),
+    "quality_reasons": pl.List(pl.String()),
+}
+
 DUPLICATE_CLUSTERS_SCHEMA: dict[str, pl.DataType] = {
     "row_id": pl.String(),
     "row_index": pl.Int64(),
@@ -147,6 +173,8 @@ CURATION_LEDGER_SCHEMA: dict[str, pl.DataType] = {
     "outcome": pl.String(),
     "reason": pl.String(),
     "duplicate_of": pl.String(),  # canonical row's row_id, for outcome == duplicate
+    # the stored image's quality flags (null: no image was stored for the row)
+    "quality_flags": pl.List(pl.String()),
 }
 
 # curated_products: validated columns plus where the image lives and its cluster.
@@ -159,6 +187,7 @@ CURATED_PRODUCTS_SCHEMA: dict[str, pl.DataType] = {
     "width": pl.Int64(),
     "height": pl.Int64(),
     "cluster_id": pl.String(),
+    "quality_flags": pl.List(pl.String()),  # marks only: excluding flags made the row bad_image
 }
 
 SPLIT_NAMES: tuple[str, ...] = ("train", "validation", "test")

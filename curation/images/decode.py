@@ -98,6 +98,12 @@ def _orientation(img: Image.Image) -> int:
         return 1
 
 
+def upright_size(img: Image.Image) -> tuple[int, int]:
+    """(width, height) as displayed: EXIF orientations 5-8 turn the picture a quarter."""
+    width, height = img.size
+    return (height, width) if _orientation(img) in (5, 6, 7, 8) else (width, height)
+
+
 def is_normalised(img: Image.Image) -> bool:
     """Whether a plain `.convert("RGB")` of this opened image is already its normalised picture:
     8-bit colour or grey, no alpha or transparent colour, upright, sRGB (or untagged)."""

@@ -1,12 +1,14 @@
 from __future__ import annotations
 
 import polars as pl
+import pytest
 
 from curation.ledger import NO_IMAGE_RESULT, build_curation_ledger, select_curated_products
 from schemas.tables import (
     CURATED_PRODUCTS_SCHEMA,
     CURATION_LEDGER_SCHEMA,
     DUPLICATE_CLUSTERS_SCHEMA,
+    IMAGE_QUALITY_SCHEMA,
     PRODUCT_IMAGES_SCHEMA,
     REJECTED_ROWS_SCHEMA,
     VALIDATED_PRODUCTS_SCHEMA,
@@ -150,3 +152,46 @@ def test_curated_products_are_the_curated_rows_with_images() -> None:
     assert curated["row_id"].to_list() == ["r3", "r6"]
     assert curated["image_path"].to_list() == ["p/r3", "p/r6"]
     assert curated["cluster_id"].to_list() == ["r3", "r6"]
+
+
+def _quality() -> pl.DataFrame:
+    """r6's image is a 16x12 thumbnail that is also blurry; r3's is clean."""
+    rows = [
+        {"sha256": "sr3", "quality_flags": [], "quality_reasons": []},
+        {
+            "sha256": "sr6",
+            "width": 16,
+            "height": 12,
+            "quality_flags": ["too_small", "blurry"],
+            "quality_reasons": ["too_small (16x12 < 64 px)", "blurry (sharpness 0.010 < 0.12)"],
+        },
+    ]
+    return pl.DataFrame(rows, schema=IMAGE_QUALITY_SCHEMA)
+
+
+def test_quality_policy_moves_a_row_between_bad_image_and_curated() -> None:
+    raw, rejected, images, clusters = _frames()
+    by_default = build_curation_ledger(raw, rejected, images, clusters, _quality())
+    r6 = by_default.filter(pl.col("row_id") == "r6").row(0, named=True)
+    assert r6["outcome"] == "bad_image"
+    assert r6["reason"] == "quality: too_small (16x12 < 64 px)"
+    assert r6["quality_flags"] == ["too_small", "blurry"]
+    assert by_default.filter(pl.col("row_id") == "r1")["quality_flags"][0] is None  # no image
+
+    marked_only = build_curation_ledger(raw, rejected, images, clusters, _quality(), ())
+    r6 = marked_only.filter(pl.col("row_id") == "r6").row(0, named=True)
+    assert r6["outcome"] == "curated" and r6["reason"] is None
+    validated = pl.DataFrame(
+        [{"row_index": i, "row_id": rid} for i, rid in enumerate(IDS)],
+        schema=VALIDATED_PRODUCTS_SCHEMA,
+    )
+    curated = select_curated_products(marked_only, validated, images, clusters)
+    assert curated.filter(pl.col("row_id") == "r6")["quality_flags"].to_list() == [
+        ["too_small", "blurry"]
+    ]
+
+    strict = build_curation_ledger(raw, rejected, images, clusters, _quality(), ["blurry"])
+    r6 = strict.filter(pl.col("row_id") == "r6").row(0, named=True)
+    assert r6["reason"] == "quality: blurry (sharpness 0.010 < 0.12)"
+    with pytest.raises(ValueError, match="unknown quality flags"):
+        build_curation_ledger(raw, rejected, images, clusters, _quality(), ["fuzzy"])

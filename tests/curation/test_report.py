@@ -55,7 +55,10 @@ def _write_image(path: Path, colour: tuple[int, int, int], fmt: str, size=(64, 8
 
 
 def _ledger() -> pl.DataFrame:
-    rows = [(i, _rid(i), o, r, None if d is None else _rid(d)) for i, (o, r, d, *_) in ROWS.items()]
+    rows = [
+        (i, _rid(i), o, r, None if d is None else _rid(d), None)
+        for i, (o, r, d, *_) in ROWS.items()
+    ]
     return pl.DataFrame(rows, schema=CURATION_LEDGER_SCHEMA, orient="row")
 
 

@@ -34,6 +34,7 @@ CURATE_KEYS = [
     "rejected_rows",
     "product_images",
     "image_hashes",
+    "image_quality",
     "duplicate_clusters",
     "curation_ledger",
     "curated_products",

@@ -47,6 +47,7 @@ def test_every_output_of_the_design_exists(demo_run: Path) -> None:
         "rejected_rows",
         "product_images",
         "image_hashes",
+        "image_quality",
         "duplicate_clusters",
         "curated_products",
         "curation_ledger",
