@@ -74,15 +74,21 @@ def restore_rng(tensors: dict[str, torch.Tensor], python_state: list) -> None:
 
 
 def save_checkpoint(
-    root: Path, model: Any, optimizer: torch.optim.Optimizer, scheduler: Any, state: TrainState
+    root: Path,
+    model: Any,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    state: TrainState,
+    extra_tensors: dict[str, torch.Tensor] | None = None,
 ) -> Path:
+    """`extra_tensors`: the other data-parallel ranks' RNG states (`rng.rank{r}.torch`)."""
     target = root / f"{CHECKPOINT_PREFIX}{state.step:08d}"
     tmp = root / f".tmp-{target.name}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     model.save_pretrained(str(tmp / "adapter"))
     tensors, optim_meta = optimizer_to_flat(optimizer)
-    save_file({**tensors, **rng_tensors()}, str(tmp / "state.safetensors"))
+    save_file({**tensors, **rng_tensors(), **(extra_tensors or {})}, str(tmp / "state.safetensors"))
     meta = {
         "train_state": state.__dict__,
         "optimizer": optim_meta,
@@ -110,9 +116,10 @@ def list_checkpoints(root: Path) -> list[Path]:
 
 
 def load_checkpoint(
-    path: Path, model: Any, optimizer: torch.optim.Optimizer, scheduler: Any
+    path: Path, model: Any, optimizer: torch.optim.Optimizer, scheduler: Any, rank: int = 0
 ) -> TrainState:
-    """Restore adapter weights, optimizer, scheduler and RNGs in place; return the counters."""
+    """Restore adapter weights, optimizer, scheduler and RNGs in place; return the counters.
+    Data-parallel ranks share everything but their torch RNG stream (dropout)."""
     from peft import set_peft_model_state_dict
 
     adapter = load_file(str(path / "adapter" / "adapter_model.safetensors"))
@@ -122,4 +129,6 @@ def load_checkpoint(
     optimizer.load_state_dict(optimizer_from_flat(tensors, meta["optimizer"]))
     scheduler.load_state_dict(meta["scheduler"])
     restore_rng(tensors, meta["python_rng"])
+    if rank and f"rng.rank{rank}.torch" in tensors:
+        torch.set_rng_state(tensors[f"rng.rank{rank}.torch"])
     return TrainState(**meta["train_state"])

@@ -17,6 +17,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,19 @@ from training.data import (
     load_splits,
     split_row_ids_sha256,
     tokenizer_corpus,
+)
+from training.distributed import (
+    Ranks,
+    all_gather_objects,
+    all_reduce,
+    barrier,
+    init_ranks,
+    launched_ranks,
+    main_first,
+    no_sync,
+    shard,
+    shutdown,
+    wrap,
 )
 from training.generate import generate_answers
 from training.lineage import build_lineage
@@ -83,10 +97,16 @@ class Run:
     resumed_from: int | None
     tracker: Tracker
     out: Path
+    ranks: Ranks = field(default_factory=Ranks)
+    # What forward runs through while training: the model, or DDP around it.
+    train_model: Any = None
 
 
 def emit(event: str, **values: Any) -> None:
-    """One JSON object per line: trivially parsed by the Dagster asset or a shell pipeline."""
+    """One JSON object per line: trivially parsed by the Dagster asset or a shell pipeline.
+    Rank 0 speaks for a data-parallel run (the values it emits are already all-reduced)."""
+    if not launched_ranks().is_main:
+        return
     print(json.dumps({"event": event, **values}), flush=True)
     forward_to_dagster(event, values)
 
@@ -139,10 +159,10 @@ def build_optimizer(model: Any, config: TrainConfig) -> torch.optim.Optimizer:
     return torch.optim.AdamW(groups, lr=config.learning_rate, betas=(0.9, 0.95))
 
 
-def count_total_steps(config: TrainConfig, n_train: int) -> int:
+def count_total_steps(config: TrainConfig, n_train: int, world_size: int = 1) -> int:
     if config.max_steps:
         return config.max_steps
-    batches = math.ceil(n_train / config.per_device_batch_size)
+    batches = math.ceil(n_train / (config.per_device_batch_size * world_size))
     return max(1, math.ceil(config.num_epochs * batches / config.grad_accum_steps))
 
 
@@ -228,63 +248,74 @@ def setup(
 ) -> Run:
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    ranks = init_ranks(best_device())
+    device = ranks.device(best_device())
     seed_everything(config.seed)
     dataset = load_splits(config.dataset_dir)
-    preset, ref, processor, model = load_base(config, dataset)
-    device = best_device()
-    # Re-seed: whether the base was just built or came from cache must not shift the LoRA init.
+    with main_first(ranks):  # one rank builds (or downloads) the base; the others reuse it
+        preset, ref, processor, model = load_base(config, dataset)
+    # Re-seed: whether the base was just built or came from cache must not shift the LoRA init
+    # (identical on every rank; DDP also broadcasts rank 0's weights).
     seed_everything(config.seed)
     model = adapt(model, preset, config)
     if config.gradient_checkpointing:
         enable_gradient_checkpointing(model)
     if not config.load_in_4bit:  # quantized weights were placed on the GPU as they loaded
         model.to(device)
-    total = count_total_steps(config, len(dataset["train"]))
+    if ranks.rank:  # dropout masks differ per rank; rank 0 keeps a 1-process run's stream
+        seed_everything(config.seed + ranks.rank)
+    total = count_total_steps(config, len(dataset["train"]), ranks.world_size)
     optimizer = build_optimizer(model, config)
     warmup = int(config.warmup_ratio * total)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(total, warmup))
     state, resumed = TrainState(), None
     checkpoints = list_checkpoints(out / CHECKPOINT_DIR)
     if checkpoints:
-        state = load_checkpoint(checkpoints[-1], model, optimizer, scheduler)
+        state = load_checkpoint(checkpoints[-1], model, optimizer, scheduler, ranks.rank)
         resumed = state.step
         emit("resume", step=state.step, checkpoint=str(checkpoints[-1]))
-    tracker = start_tracker(
-        config.wandb_project,
-        config.resolved_wandb_mode(),
-        config.to_dict(),
-        out / "wandb",
-        config.wandb_dataset_artifact,
-        name=out.name,
-    )
+    tracker = Tracker()
+    if ranks.is_main:
+        tracker = start_tracker(
+            config.wandb_project,
+            config.resolved_wandb_mode(),
+            config.to_dict(),
+            out / "wandb",
+            config.wandb_dataset_artifact,
+            name=out.name,
+        )
     collator = collator_type(processor, preset, config.max_length)
     use_bf16 = resolve_precision(config.bf16, device)
     return Run(
         config, preset, ref, dataset, processor, model, device, use_bf16, collator,
-        optimizer, scheduler, total, state, resumed, tracker, out,
+        optimizer, scheduler, total, state, resumed, tracker, out, ranks,
+        wrap(model, ranks, device),
     )  # fmt: skip
 
 
-def forward_loss(run: Run, batch: dict[str, Any]) -> torch.Tensor:
+def forward_loss(run: Run, batch: dict[str, Any], model: Any = None) -> torch.Tensor:
     with torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=run.use_bf16):
-        return run.model(**to_device(batch, run.device)).loss
+        return (model or run.train_model or run.model)(**to_device(batch, run.device)).loss
 
 
 @torch.no_grad()
 def validation_loss(run: Run) -> float:
-    """Token-weighted mean over the validation split (batch means would overweight short rows)."""
+    """Token-weighted mean over the validation split (batch means would overweight short rows);
+    ranks score alternate batches and the sums are all-reduced, so every rank gets the same."""
     run.model.eval()
     view = SampleView(run.dataset["validation"])
     bs = run.config.per_device_batch_size
     batches = [list(range(i, min(i + bs, len(view)))) for i in range(0, len(view), bs)]
     batches = batches[: run.config.max_eval_batches or None]
+    mine = batches[run.ranks.rank :: run.ranks.world_size]
     total, tokens = 0.0, 0
-    for batch in make_loader(view, run.collator, batches, run.config.num_workers):
+    for batch in make_loader(view, run.collator, mine, run.config.num_workers) if mine else []:
         n = int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
-        total += float(forward_loss(run, batch)) * n
+        total += float(forward_loss(run, batch, run.model)) * n
         tokens += n
+    total, tokens = all_reduce(run.ranks, [total, float(tokens)])
     run.model.train()
-    return total / max(1, tokens)
+    return total / max(1.0, tokens)
 
 
 def save_adapter(run: Run, target: Path) -> None:
@@ -305,7 +336,9 @@ def evaluate_and_keep_best(run: Run) -> float:
     state = run.state
     if state.best_val_loss is None or val < state.best_val_loss:
         state.best_val_loss, state.best_step = val, state.step
-        save_adapter(run, run.out / ADAPTER_DIR)
+        if run.ranks.is_main:
+            save_adapter(run, run.out / ADAPTER_DIR)
+        barrier(run.ranks)
     state.history.append({"step": state.step, "val_loss": val})
     emit("eval", step=state.step, val_loss=round(val, 5), best_val_loss=state.best_val_loss)
     run.tracker.log({"val/loss": val, "val/best_loss": state.best_val_loss}, step=state.step)
@@ -317,16 +350,24 @@ def optimizer_step(
 ) -> tuple[float, int]:
     """One optimizer step over grad_accum_steps micro-batches; returns (mean loss, samples).
     Past `deadline` (perf_counter; the max_wall_s budget) it steps on the micro-batches it has:
-    one step of a large accumulation can outlast a whole budget at batch size 1."""
+    one step of a large accumulation can outlast a whole budget at batch size 1.
+    Across ranks, the loss is averaged and the samples summed; with a deadline every
+    micro-batch syncs gradients, since any of them may turn out to be the last."""
     accum, loss_sum, samples = run.config.grad_accum_steps, 0.0, 0
-    for _ in range(accum):
+    for index in range(accum):
         batch = next(batches)
-        loss = forward_loss(run, batch) / accum
-        loss.backward()
+        last = index == accum - 1 or deadline is not None
+        with no_sync(run.train_model, sync=last):
+            loss = forward_loss(run, batch) / accum
+            loss.backward()
         loss_sum += float(loss.detach())
         samples += int(batch["input_ids"].shape[0])
-        if deadline is not None and time.perf_counter() >= deadline:
-            break
+        if deadline is not None:
+            (passed,) = all_reduce(run.ranks, [float(time.perf_counter() >= deadline)], "max")
+            if passed:
+                break
+    loss_sum, samples = all_reduce(run.ranks, [loss_sum, float(samples)])
+    loss_sum, samples = loss_sum / run.ranks.world_size, int(samples)
     params = [p for p in run.model.parameters() if p.requires_grad]
     torch.nn.utils.clip_grad_norm_(params, run.config.max_grad_norm)
     run.optimizer.step()
@@ -350,8 +391,10 @@ def out_of_time(config: TrainConfig, state: TrainState) -> bool:
 def train_loop(run: Run) -> float | None:
     cfg, state = run.config, run.state
     start_micro = state.step * cfg.grad_accum_steps
-    stream = batch_stream(
-        len(run.dataset["train"]), cfg.per_device_batch_size, cfg.seed, start_micro
+    global_batch = cfg.per_device_batch_size * run.ranks.world_size
+    stream = (
+        shard(batch, run.ranks)
+        for batch in batch_stream(len(run.dataset["train"]), global_batch, cfg.seed, start_micro)
     )
     loader = make_loader(SampleView(run.dataset["train"]), run.collator, stream, cfg.num_workers)
     batches, bar, last_val = iter(loader), progress_bar(run.total_steps, state.step), None
@@ -362,7 +405,7 @@ def train_loop(run: Run) -> float | None:
             None if cfg.max_wall_s is None else started + cfg.max_wall_s - state.train_seconds
         )
         loss, samples = optimizer_step(run, batches, deadline)
-        elapsed = time.perf_counter() - started
+        (elapsed,) = all_reduce(run.ranks, [time.perf_counter() - started], "max")
         state.step += 1
         state.samples_seen += samples
         state.train_seconds += elapsed
@@ -376,12 +419,21 @@ def train_loop(run: Run) -> float | None:
         if done or (cfg.eval_every_steps and state.step % cfg.eval_every_steps == 0):
             last_val = evaluate_and_keep_best(run)
         if done or (cfg.save_every_steps and state.step % cfg.save_every_steps == 0):
-            save_checkpoint(
-                run.out / CHECKPOINT_DIR, run.model, run.optimizer, run.scheduler, state
-            )
+            checkpoint(run)
     if bar is not None:
         bar.close()
     return last_val
+
+
+def checkpoint(run: Run) -> None:
+    """Rank 0 writes; every rank's RNG state goes in, so each resumes its own dropout stream."""
+    rngs = all_gather_objects(run.ranks, torch.get_rng_state())
+    if run.ranks.is_main:
+        extra = {f"rng.rank{rank}.torch": rng for rank, rng in enumerate(rngs) if rank}
+        save_checkpoint(
+            run.out / CHECKPOINT_DIR, run.model, run.optimizer, run.scheduler, run.state, extra
+        )
+    barrier(run.ranks)
 
 
 def finish_outputs(run: Run, final_val: float | None) -> dict[str, Any]:
@@ -449,12 +501,16 @@ def train(config: TrainConfig) -> TrainResult:
         final_val = train_loop(run)
         if final_val is None:  # resumed a finished run: nothing trained, just re-measure
             final_val = evaluate_and_keep_best(run)
-        metrics = finish_outputs(run, final_val)
-        log_sample_predictions(run)
-        run.tracker.set_summary({k: v for k, v in metrics.items() if k != "history"})
-        run.tracker.log_adapter(run.out / ADAPTER_DIR, f"adapter-{run.out.name}", metrics)
+        metrics: dict[str, Any] = {}
+        if run.ranks.is_main:  # the other ranks' outputs are rank 0's
+            metrics = finish_outputs(run, final_val)
+            log_sample_predictions(run)
+            run.tracker.set_summary({k: v for k, v in metrics.items() if k != "history"})
+            run.tracker.log_adapter(run.out / ADAPTER_DIR, f"adapter-{run.out.name}", metrics)
+        barrier(run.ranks)
     finally:
         run.tracker.finish()
+        shutdown(run.ranks)
     emit("done", **{k: v for k, v in metrics.items() if k != "history"})
     return TrainResult(
         output_dir=str(run.out),
@@ -471,9 +527,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True, help="TrainConfig JSON file")
     args = parser.parse_args(argv)
-    with dagster_pipes_session():
+    # One Pipes session per run: rank 0 reports, the other ranks only train.
+    with dagster_pipes_session() if launched_ranks().is_main else nullcontext():
         result = train(TrainConfig.load(args.config))
-    print(json.dumps(asdict(result), default=str))
+    if launched_ranks().is_main:
+        print(json.dumps(asdict(result), default=str))
     return 0
 
 

@@ -59,8 +59,8 @@ def test_resume_after_crash_matches_an_uninterrupted_run(
 
     real_save = train_mod.save_checkpoint
 
-    def save_then_crash(root, model, optimizer, scheduler, state):
-        path = real_save(root, model, optimizer, scheduler, state)
+    def save_then_crash(root, model, optimizer, scheduler, state, *extra):
+        path = real_save(root, model, optimizer, scheduler, state, *extra)
         if state.step == 4:
             raise KeyboardInterrupt("simulated crash after step 4")
         return path
