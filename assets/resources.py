@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,9 +16,9 @@ import fsspec
 import polars as pl
 from dagster_polars import PolarsParquetIOManager
 from upath import UPath
-from upath.implementations.local import PosixUPath, WindowsUPath
 
 from demo import build_demo_catalogue
+from schemas.atomic import atomic_path
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEMO_CATALOGUE = "demo"  # CATALOGUE_URI value (and default): the embedded demo catalogue
@@ -112,17 +111,10 @@ class AtomicPolarsParquetIOManager(PolarsParquetIOManager):
 
 @contextlib.contextmanager
 def _atomic_target(path: UPath) -> Iterator[UPath]:
-    # Hidden and without the .parquet suffix: no glob or dataset scan mistakes it for a table.
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex}")
-    try:
-        yield tmp
-        if isinstance(path, PosixUPath | WindowsUPath):
-            os.replace(tmp.path, path.path)  # atomic on POSIX, replaces an existing file
-        else:
-            path.fs.mv(tmp.path, path.path)  # object stores: server-side copy, then delete
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    # The temporary is hidden and has no .parquet suffix: no glob or scan takes it for a table.
+    # `path.fs` keeps the filesystem's own options (an s3 endpoint, credentials).
+    with atomic_path(path.path, fs=path.fs) as tmp:
+        yield path.with_name(tmp.rsplit("/", 1)[-1])
 
 
 def parquet_io_manager(data_dir: str) -> PolarsParquetIOManager:

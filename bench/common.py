@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from schemas.atomic import write_text_atomic
+
 RESULTS_PATH = Path(__file__).resolve().parent / "RESULTS.md"
 RESULTS_HEADER = (
     "# Benchmark results\n\n"
@@ -150,9 +152,7 @@ def update_results(path: Path, name: str, section: str) -> None:
         text = pattern.sub(lambda _: block, text)
     else:
         text = text.rstrip("\n") + "\n\n" + block + "\n"
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)  # a crash mid-write must not lose the other sections
+    write_text_atomic(path, text)  # a crash mid-write must not lose the other sections
 
 
 def publish(report: Report, args: argparse.Namespace, argv: Sequence[str] | None) -> None:

@@ -23,6 +23,7 @@ from bench.common import Report, base_parser, publish, ratio, timed
 from curation.dedupe import popcount64
 from curation.images.hashing import _to_uint64, compute_image_hashes
 from demo import build_demo_catalogue
+from schemas.atomic import atomic_path
 
 IMAGEDEDUP_NOTE = (
     "imagededup PHash: not run. `pip install imagededup` pulls torch 2.14 + torchvision with "
@@ -75,9 +76,8 @@ def photo_sized(paths: list[str], root: Path, size: int, limit: int) -> list[str
                     big = img.convert("RGB").resize((size, size), Image.Resampling.BICUBIC)
             except Exception:  # planted broken files: nothing to enlarge
                 continue
-            tmp = target.with_suffix(".tmp")
-            big.save(tmp, format="JPEG", quality=90)
-            tmp.replace(target)
+            with atomic_path(target) as tmp:
+                big.save(tmp, format="JPEG", quality=90)
         out.append(str(target))
     return out
 

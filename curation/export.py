@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import uuid
 from collections.abc import Mapping
 
@@ -24,6 +23,7 @@ from fsspec.implementations.local import LocalFileSystem
 from curation.markdown import markdown_table
 from curation.splits import split_counts_table
 from curation.variants import variant_kind_counts
+from schemas.atomic import replace_directory
 from schemas.prompt import DEFAULT_QUESTION, format_answer
 from schemas.tables import SPLIT_NAMES
 
@@ -102,16 +102,6 @@ def build_dataset_dict(splits: pl.DataFrame, variants: pl.DataFrame) -> datasets
     return datasets.DatasetDict(out)
 
 
-def _swap_local(tmp: str, out_dir: str) -> None:
-    # POSIX cannot rename a directory over a non-empty one; the old copy is moved aside first,
-    # so readers see the old or the new dataset and, for one rename's time, none.
-    old = f"{out_dir.rstrip(os.sep)}.old-{uuid.uuid4().hex}"
-    if os.path.exists(out_dir):
-        os.rename(out_dir, old)
-    os.rename(tmp, out_dir)
-    shutil.rmtree(old, ignore_errors=True)
-
-
 def save_dataset_dict(dsd: datasets.DatasetDict, out_dir: str, card_markdown: str) -> str:
     """Write dataset + README.md card to a sibling temp dir, then swap it in; returns out_dir."""
     fs, path = fsspec.core.url_to_fs(out_dir)
@@ -123,7 +113,7 @@ def save_dataset_dict(dsd: datasets.DatasetDict, out_dir: str, card_markdown: st
         with fs.open(f"{tmp_path}/README.md", "w", encoding="utf-8") as handle:
             handle.write(card_markdown)
         if isinstance(fs, LocalFileSystem):
-            _swap_local(tmp_path, path)
+            replace_directory(tmp_path, path)
         else:
             # Object stores have no directory rename (and s3fs's recursive mv of a "folder"
             # fails): copy object by object, then drop the temporary prefix.

@@ -34,6 +34,7 @@ from demo.images import (
     near_duplicate,
     placeholder_image,
 )
+from schemas.atomic import atomic_path, write_bytes_atomic
 from schemas.tables import CATALOGUE_COLUMNS
 
 DEMO_VERSION = "demo-v6"  # bump when the generator changes, so cached copies are rebuilt
@@ -518,12 +519,6 @@ def _manifest_rows(rows: list[DemoRow], roles: dict[int, int]) -> list[dict]:
     return entries
 
 
-def _write_bytes_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def build_demo_catalogue(
     root: str | os.PathLike, n_rows: int = DEMO_ROWS, seed: int = DEMO_SEED
 ) -> DemoCatalogue:
@@ -551,14 +546,13 @@ def build_demo_catalogue(
         image_path = demo.images_dir / f"{row.values['product_code']}-{i:05d}"
         data = _image_bytes(row, cache)
         if data is not None:
-            _write_bytes_atomic(image_path, data)
+            write_bytes_atomic(image_path, data, durable=False)  # rebuilt when missing
             sizes[i] = _pixel_count(data)
         url = row.extras.get("imageurl", image_path.as_uri())
         records.append({**row.values, "imageurl": url})
     frame = pl.DataFrame(records, schema={name: pl.String for name in CATALOGUE_COLUMNS})
-    tmp = demo.catalogue_path.with_suffix(".csv.tmp")
-    frame.write_csv(tmp)
-    os.replace(tmp, demo.catalogue_path)
+    with atomic_path(demo.catalogue_path) as tmp:
+        frame.write_csv(tmp)
     entries = _manifest_rows(rows, _expected_duplicate_roles(rows, sizes))
     manifest = {
         "version": DEMO_VERSION,
@@ -568,7 +562,7 @@ def build_demo_catalogue(
         "defect_counts": _count(entry["defect"] for entry in entries),
         "rows": entries,
     }
-    _write_bytes_atomic(demo.manifest_path, json.dumps(manifest, indent=1).encode())
+    write_bytes_atomic(demo.manifest_path, json.dumps(manifest, indent=1).encode())
     return demo
 
 

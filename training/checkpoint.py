@@ -18,6 +18,8 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from schemas.atomic import replace_directory
+
 CHECKPOINT_PREFIX = "step-"
 KEEP_CHECKPOINTS = 2
 
@@ -96,8 +98,7 @@ def save_checkpoint(
         "python_rng": random.getstate(),
     }
     (tmp / "state.json").write_text(json.dumps(meta))
-    shutil.rmtree(target, ignore_errors=True)
-    tmp.rename(target)
+    replace_directory(tmp, target)
     _prune(root)
     return target
 

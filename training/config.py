@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from schemas.atomic import write_text_atomic
+
 # Keys never written to lineage / W&B config even if someone puts them in `lineage`.
 SECRET_MARKERS: tuple[str, ...] = ("API_KEY", "TOKEN", "SECRET", "PASSWORD", "CREDENTIAL")
 
@@ -117,7 +119,7 @@ class TrainConfig:
         return data
 
     def save(self, path: str | Path) -> None:
-        atomic_write_text(Path(path), json.dumps(self.to_dict(), indent=2, sort_keys=True))
+        write_text_atomic(Path(path), json.dumps(self.to_dict(), indent=2, sort_keys=True))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
@@ -153,7 +155,7 @@ class EvalConfig:
     seed: int = 42
 
     def save(self, path: str | Path) -> None:
-        atomic_write_text(Path(path), json.dumps(dataclasses.asdict(self), indent=2))
+        write_text_atomic(Path(path), json.dumps(dataclasses.asdict(self), indent=2))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> EvalConfig:
@@ -180,11 +182,3 @@ def scrub_secrets(values: dict[str, Any]) -> dict[str, Any]:
         for key, value in values.items()
         if not any(marker in str(key).upper() for marker in SECRET_MARKERS)
     }
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Readers never see a half-written file (tmp file in the same dir + os.replace)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)

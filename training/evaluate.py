@@ -23,8 +23,9 @@ from typing import Any
 
 import torch
 
+from schemas.atomic import write_text_atomic
 from training.artefacts import load_model_for_eval
-from training.config import EvalConfig, atomic_write_text
+from training.config import EvalConfig
 from training.data import load_splits
 from training.generate import generate_answers
 from training.pipes import dagster_pipes_session
@@ -222,8 +223,8 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
         {"row_id": r["row_id"], "truth": r["answer"], **{k: v[i] for k, v in predictions.items()}}
         for i, r in enumerate(rows[:20])
     ]
-    atomic_write_text(out_dir / "eval.json", json.dumps(result, indent=2))
-    atomic_write_text(out_dir / "eval.html", render_html(rows, predictions, config.html_rows))
+    write_text_atomic(out_dir / "eval.json", json.dumps(result, indent=2))
+    write_text_atomic(out_dir / "eval.html", render_html(rows, predictions, config.html_rows))
     return result
 
 

@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from schemas.atomic import replace_directory, write_text_atomic
 from training.artefacts import (
     ADAPTER_DIR,
     BASE_MODEL_DIR,
@@ -33,7 +34,7 @@ from training.artefacts import (
 )
 from training.checkpoint import TrainState, list_checkpoints, load_checkpoint, save_checkpoint
 from training.collate import IGNORE_INDEX, VLMCollator
-from training.config import TrainConfig, atomic_write_text
+from training.config import TrainConfig
 from training.data import (
     SampleView,
     combined_fingerprint,
@@ -323,12 +324,7 @@ def save_adapter(run: Run, target: Path) -> None:
     tmp = target.with_name(f".{target.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     run.model.save_pretrained(str(tmp))
-    old = target.with_name(f".{target.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    if target.exists():
-        target.rename(old)
-    tmp.rename(target)
-    shutil.rmtree(old, ignore_errors=True)
+    replace_directory(tmp, target)
 
 
 def evaluate_and_keep_best(run: Run) -> float:
@@ -455,7 +451,7 @@ def finish_outputs(run: Run, final_val: float | None) -> dict[str, Any]:
         "resumed_from_step": run.resumed_from,
         "history": state.history,
     }
-    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
+    write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=2))
     commit = getattr(getattr(run.model, "config", None), "_commit_hash", None)
     base = {"id": run.ref.model_id, "revision": run.ref.revision, "path": base_path}
     base["commit"] = commit
@@ -471,7 +467,7 @@ def finish_outputs(run: Run, final_val: float | None) -> dict[str, Any]:
         run.tracker.reference(),
         {k: v for k, v in metrics.items() if k != "history"},
     )
-    atomic_write_text(out / "lineage.json", json.dumps(lineage, indent=2, default=str))
+    write_text_atomic(out / "lineage.json", json.dumps(lineage, indent=2, default=str))
     return metrics
 
 

@@ -19,7 +19,7 @@ from typing import Any
 import fsspec
 
 from curation.download.sniff import FORMAT_EXTENSIONS
-from curation.images import store as image_store
+from schemas.atomic import is_temporary, write_bytes_atomic
 from schemas.tables import IMAGE_STATUS_OK
 
 URL_INDEX_DIR = "image_index"
@@ -60,7 +60,7 @@ class UrlIndexWriter:
         # A time-ordered, unique name: concurrent writers never collide, nor overwrite.
         path = f"{self._dir}/{time.time_ns():020d}-{uuid.uuid4().hex}.jsonl"
         lines = "".join(json.dumps(record) + "\n" for record in self._pending)
-        image_store.write_bytes_atomic(path, lines.encode())
+        write_bytes_atomic(path, lines.encode())
         self.writes += 1
         self._pending.clear()
 
@@ -99,7 +99,7 @@ def recorded_rows(store_root: str, urls: Iterable[str | None]) -> dict[str, dict
         return {}
     found: dict[str, dict[str, Any]] = {}
     for path in paths:
-        if image_store.is_temporary(path.rsplit("/", 1)[-1]):
+        if is_temporary(path.rsplit("/", 1)[-1]):
             continue  # another writer's batch, not yet complete
         try:
             data = fs.cat_file(path)

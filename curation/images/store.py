@@ -13,19 +13,16 @@ import contextlib
 import glob
 import hashlib
 import os
-import tempfile
 import time
-import uuid
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
+from schemas.atomic import TMP_PREFIX, is_temporary, write_bytes_atomic
+
 # Two hex characters of fan-out: 256 directories keep listings short on every filesystem.
 _FANOUT_CHARS = 2
 IMAGES_DIR = "images"
-# In-flight writes: hidden, and a suffix no image format uses.
-TMP_PREFIX = ".tmp-"
-TMP_SUFFIX = ".part"
 # A write takes milliseconds; a temporary this old was orphaned by a killed process.
 STALE_TMP_AGE_S = 600.0
 
@@ -60,25 +57,6 @@ def store_image_bytes(root: str, data: bytes, ext: str) -> str:
     return path
 
 
-def is_temporary(name: str) -> bool:
-    """Whether a file name is an in-flight (or crash-orphaned) write, never a stored object."""
-    base = name.rsplit("/", 1)[-1]
-    return base.startswith(TMP_PREFIX) and base.endswith(TMP_SUFFIX)
-
-
-def write_bytes_atomic(path: str, data: bytes) -> None:
-    """Write `path` (any fsspec URL) so that readers see the old content or all of the new.
-
-    The temporary sibling is hidden and ends in `.part`, so nothing that lists the store for
-    `<sha256>.<ext>` names can mistake it for an object, even after a kill -9 orphaned it.
-    """
-    fs, fs_path = fsspec.core.url_to_fs(path)
-    if isinstance(fs, LocalFileSystem):
-        _write_local_atomic(fs_path, data)
-    else:
-        _write_fsspec_atomic(fs, fs_path, data)
-
-
 def remove_stale_temporaries(root: str, older_than_s: float = STALE_TMP_AGE_S) -> int:
     """Delete temporaries a crashed run left under `{root}/images` (local stores only: an
     object store never shows a half-written object). Young ones may belong to a live run."""
@@ -95,38 +73,3 @@ def remove_stale_temporaries(root: str, older_than_s: float = STALE_TMP_AGE_S) -
                 os.unlink(entry)
                 removed += 1
     return removed
-
-
-def _write_local_atomic(path: str, data: bytes) -> None:
-    directory = os.path.dirname(path)
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=TMP_PREFIX, suffix=TMP_SUFFIX)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide the file from other readers
-        # Another worker may have stored the same bytes meanwhile: replacing it with identical
-        # content is harmless, which is why no lock is needed.
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def _write_fsspec_atomic(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
-    # Object stores have no rename, but fs.mv is a server-side copy+delete there: readers still
-    # never see a partially uploaded object under the final key.
-    parent = path.rsplit("/", 1)[0]
-    tmp = f"{parent}/{TMP_PREFIX}{uuid.uuid4().hex}{TMP_SUFFIX}"
-    fs.makedirs(parent, exist_ok=True)
-    try:
-        with fs.open(tmp, "wb") as handle:
-            handle.write(data)
-        fs.mv(tmp, path)
-    except BaseException:
-        if fs.exists(tmp):
-            fs.rm(tmp)
-        raise

@@ -19,10 +19,10 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from curation.images.store import write_bytes_atomic
 from curation.report.render import render_html, render_markdown
 from curation.report.sections import build_context, build_sections
 from curation.report.statistics import summary as summarise
+from schemas.atomic import write_bytes_atomic
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ def fetch(urls_file: str, root: str, out: str, workers: str, index_batch_size: s
     """fetch_images as product_images runs it, then the table written atomically. The index
     flushes by count only, so what a kill finds recorded depends on the batch size alone."""
     from curation.download import DownloadPolicy, fetch_images
-    from curation.images.store import write_bytes_atomic
+    from schemas.atomic import write_bytes_atomic
 
     urls = json.loads(Path(urls_file).read_text())
     policy = DownloadPolicy(

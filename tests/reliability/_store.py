@@ -6,7 +6,7 @@ import hashlib
 import re
 from pathlib import Path
 
-from curation.images.store import is_temporary
+from schemas.atomic import is_temporary
 
 _FINAL_NAME = re.compile(r"^(?P<fan>[0-9a-f]{2})/(?P<sha>[0-9a-f]{64})\.(jpg|png|webp|gif)$")
 

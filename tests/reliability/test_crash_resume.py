@@ -16,7 +16,8 @@ import polars as pl
 import pytest
 
 from curation.download import URL_INDEX_DIR
-from curation.images.store import is_temporary, remove_stale_temporaries
+from curation.images.store import remove_stale_temporaries
+from schemas.atomic import is_temporary
 from tests.curation.fault_server import FaultServer
 from tests.reliability._store import check_store
 

@@ -1,0 +1,113 @@
+"""Atomic writes: a reader sees the old file or all of the new one, never half of it.
+
+The one writer behind every file the project writes (tables, images, the URL index, reports,
+dataset folders, eval.json, lineage.json, checkpoints). It lives in `schemas` because that is
+the one package both `curation` and `training` may import; it needs only the standard library
+and fsspec (which transformers brings to any GPU box).
+
+A write goes to a hidden sibling named `.tmp-<random>.part`, then is renamed over the target
+(local disks: `os.replace`, atomic on POSIX) or moved there (object stores: `fs.mv` is a
+server-side copy, so the final key never holds a partial upload). The name is one no stored
+object or table uses, so nothing listing a folder mistakes a temporary (even one a kill -9
+orphaned) for real data, and a sweep can find it (`is_temporary`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import fsspec
+from fsspec.implementations.local import LocalFileSystem
+
+TMP_PREFIX = ".tmp-"
+TMP_SUFFIX = ".part"
+
+
+def is_temporary(name: str) -> bool:
+    """Whether a file name is an in-flight (or crash-orphaned) write, never a stored object."""
+    base = name.rsplit("/", 1)[-1]
+    return base.startswith(TMP_PREFIX) and base.endswith(TMP_SUFFIX)
+
+
+def _temporary_sibling(path: str) -> str:
+    parent, _, _ = path.rpartition("/")
+    name = f"{TMP_PREFIX}{uuid.uuid4().hex}{TMP_SUFFIX}"
+    return f"{parent}/{name}" if parent else name
+
+
+@contextlib.contextmanager
+def _replacing(fs: fsspec.AbstractFileSystem, target: str) -> Iterator[str]:
+    tmp = _temporary_sibling(target)
+    fs.makedirs(tmp.rpartition("/")[0] or ".", exist_ok=True)
+    try:
+        yield tmp
+        if isinstance(fs, LocalFileSystem):
+            os.replace(tmp, target)
+        else:
+            fs.mv(tmp, target)
+    finally:
+        if fs.exists(tmp):
+            fs.rm(tmp)
+
+
+@contextlib.contextmanager
+def atomic_path(
+    path: str | os.PathLike[str], fs: fsspec.AbstractFileSystem | None = None
+) -> Iterator[str]:
+    """A temporary sibling of `path` for any writer to fill; it replaces `path` when the block
+    ends cleanly and is removed when it raises.
+
+    `path` is a local path or an fsspec URL, and the temporary comes back in the same form. Pass
+    `fs` (with a path without protocol) to keep a filesystem's own options, such as an s3
+    endpoint; the temporary is then a path on `fs`.
+    """
+    if fs is not None:
+        with _replacing(fs, os.fspath(path)) as tmp:
+            yield tmp
+        return
+    fs, target = fsspec.core.url_to_fs(os.fspath(path))
+    local = isinstance(fs, LocalFileSystem)
+    with _replacing(fs, target) as tmp:
+        yield tmp if local else fs.unstrip_protocol(tmp)
+
+
+def write_bytes_atomic(path: str | os.PathLike[str], data: bytes, *, durable: bool = True) -> None:
+    """Write `data` to `path` (a local path or any fsspec URL) atomically. Replacing a file with
+    identical bytes is harmless, so concurrent writers of one content-addressed object need no
+    lock.
+
+    `durable` flushes a local file to disk before the rename, so a power cut cannot leave an
+    empty file under the final name; caches that are rebuilt on demand may skip the fsync.
+    """
+    fs, target = fsspec.core.url_to_fs(os.fspath(path))
+    with _replacing(fs, target) as tmp:
+        if isinstance(fs, LocalFileSystem):
+            with open(tmp, "wb") as handle:
+                handle.write(data)
+                if durable:
+                    handle.flush()
+                    os.fsync(handle.fileno())
+        else:
+            with fs.open(tmp, "wb") as handle:
+                handle.write(data)
+
+
+def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
+    write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def replace_directory(tmp: str | os.PathLike[str], target: str | os.PathLike[str]) -> None:
+    """Swap a finished local folder in for `target` whole: readers see the old folder or the new
+    one (and, for one rename's time, none) but never a mix. POSIX cannot rename a folder over a
+    non-empty one, so the old copy is moved aside first and deleted after."""
+    tmp, target = Path(tmp), Path(target)
+    old = target.with_name(f"{TMP_PREFIX}{target.name}-old-{uuid.uuid4().hex}")
+    if target.exists():
+        target.rename(old)
+    tmp.rename(target)
+    shutil.rmtree(old, ignore_errors=True)

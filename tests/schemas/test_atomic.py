@@ -1,0 +1,63 @@
+"""The one atomic writer: old content or all of the new, no temporary left behind."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import fsspec
+import pytest
+
+from schemas.atomic import (
+    atomic_path,
+    is_temporary,
+    replace_directory,
+    write_bytes_atomic,
+    write_text_atomic,
+)
+
+
+def test_write_replaces_and_leaves_only_the_target(tmp_path: Path) -> None:
+    target = tmp_path / "sub" / "eval.json"
+    write_text_atomic(target, "old")
+    write_bytes_atomic(str(target), "new ✓".encode())
+    assert target.read_text(encoding="utf-8") == "new ✓"
+    assert os.listdir(target.parent) == ["eval.json"]
+
+
+def test_a_failed_write_keeps_the_old_file_and_no_temporary(tmp_path: Path) -> None:
+    target = tmp_path / "table.csv"
+    write_text_atomic(target, "old")
+    with pytest.raises(OSError, match="disk full"), atomic_path(target) as tmp:
+        Path(tmp).write_text("half")
+        assert is_temporary(tmp)
+        raise OSError("disk full")
+    assert target.read_text() == "old"
+    assert os.listdir(tmp_path) == ["table.csv"]
+
+
+def test_fsspec_urls_come_back_as_urls() -> None:
+    url = f"memory://atomic-{uuid.uuid4().hex}/reports/page.html"
+    with atomic_path(url) as tmp:
+        assert tmp.startswith("memory://") and is_temporary(tmp)
+        with fsspec.open(tmp, "w") as handle:
+            handle.write("<h1>ok</h1>")
+    write_bytes_atomic(url.replace("page", "other"), b"x")
+    fs, path = fsspec.core.url_to_fs(url)
+    assert fs.cat(path) == b"<h1>ok</h1>"
+    assert sorted(p.rsplit("/", 1)[-1] for p in fs.ls(path.rsplit("/", 1)[0], detail=False)) == [
+        "other.html",
+        "page.html",
+    ]
+
+
+def test_replace_directory_swaps_a_folder_whole(tmp_path: Path) -> None:
+    target = tmp_path / "adapter"
+    for generation in ("old", "new"):
+        tmp = tmp_path / f".{generation}"
+        tmp.mkdir()
+        (tmp / "weights.safetensors").write_text(generation)
+        replace_directory(tmp, target)
+    assert (target / "weights.safetensors").read_text() == "new"
+    assert os.listdir(tmp_path) == ["adapter"]
