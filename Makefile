@@ -17,7 +17,7 @@ DAGSTER_PROFILE ?= $(if $(DAGSTER_PG_URL),postgres,local)
 GROUPS ?=
 export DAGSTER_CELERY_QUEUE ?= dagster
 
-.PHONY: bench setup instance demo refresh stale ui worker lint format test clean
+.PHONY: bench setup instance demo refresh stale trace gc ui worker lint format test clean
 
 setup: $(STAMP)
 
@@ -40,6 +40,18 @@ refresh: setup instance
 
 stale: setup instance
 	$(BIN)/python -m dagster_project.cli stale $(if $(GROUPS),--groups $(GROUPS))
+
+# `make trace MODEL=<model dir or run id>` / `make trace ROW=<row_id>`: what trained a checkpoint,
+# and which checkpoints a row trained (read from the files beside each checkpoint).
+MODEL ?=
+ROW ?=
+trace: setup
+	$(if $(MODEL)$(ROW),,$(error usage: make trace MODEL=<model dir or run id> | ROW=<row_id>))
+	$(BIN)/python -m dagster_project.cli trace $(if $(MODEL),--model $(MODEL),--row $(ROW))
+
+# Delete dataset snapshots and images that no kept checkpoint (or the current pipeline) needs.
+gc: setup
+	$(BIN)/python -m dagster_project.cli gc $(if $(DRY_RUN),--dry-run)
 
 ui: setup instance
 	$(BIN)/dagster dev -m dagster_project.definitions

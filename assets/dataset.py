@@ -6,13 +6,10 @@ import polars as pl
 from assets._common import counts_markdown, frame_markdown, table_output
 from assets.images import previous_table
 from assets.resources import PipelineSettings
-from curation.catalogue import frame_fingerprint
-from curation.export import (
-    build_dataset_dict,
-    dataset_card,
-    log_dataset_artifact,
-    save_dataset_dict,
-)
+from assets.values_io import VALUES_IO_MANAGER_KEY
+from curation.catalogue import frame_fingerprint, resolve_catalogue_uri
+from curation.export import dataset_card, log_dataset_artifact
+from curation.snapshots import publish_snapshot
 from curation.splits import (
     SPLIT_RULE_DOC,
     assign_splits,
@@ -23,8 +20,11 @@ from curation.splits import (
     strata_missing_splits,
 )
 from curation.variants import make_synthetic_variants, variant_kind_counts
+from schemas.values import DatasetSnapshot
 
 GROUP = "dataset"
+# W&B artifact of the dataset snapshots; lora_adapter asks for `{DATASET_ARTIFACT}:{fingerprint}`.
+DATASET_ARTIFACT = "catalogue-dataset"
 
 
 class SplitConfig(dg.Config):
@@ -114,32 +114,59 @@ def synthetic_variants(
     return table_output(variants, variant_kinds=dg.MetadataValue.md(counts_markdown(kinds, "kind")))
 
 
-@dg.asset(group_name=GROUP, code_version="1", kinds={"huggingface"})
+@dg.asset(
+    group_name=GROUP,
+    code_version="2",
+    kinds={"huggingface"},
+    io_manager_key=VALUES_IO_MANAGER_KEY,
+)
 def training_dataset(
     context: dg.AssetExecutionContext,
     pipeline: PipelineSettings,
+    raw_catalogue: pl.DataFrame,
+    curation_ledger: pl.DataFrame,
     dataset_splits: pl.DataFrame,
     synthetic_variants: pl.DataFrame,
-) -> dg.MaterializeResult:
-    """A `datasets.DatasetDict` (Image feature) saved at {PIPELINE_DATA_DIR}/hf_dataset/."""
+) -> dg.Output[DatasetSnapshot]:
+    """An immutable `datasets.DatasetDict` snapshot at {PIPELINE_DATA_DIR}/hf_dataset/{fingerprint}/
+    (LATEST points at the newest), and the value lora_adapter trains on: where it is, what it
+    holds and the data versions it was built from."""
+    # Same hash as table_output's, so each value equals that input's Dagster data version.
     upstream = {
+        "raw_catalogue": frame_fingerprint(raw_catalogue),
+        "curation_ledger": frame_fingerprint(curation_ledger),
         "dataset_splits": frame_fingerprint(dataset_splits),
         "synthetic_variants": frame_fingerprint(synthetic_variants),
     }
-    dsd = build_dataset_dict(dataset_splits, synthetic_variants)
-    out_dir = pipeline.path("hf_dataset")
-    save_dataset_dict(
-        dsd, out_dir, dataset_card(dataset_splits, synthetic_variants, upstream, SPLIT_RULE_DOC)
+    content = {k: upstream[k] for k in ("dataset_splits", "synthetic_variants")}
+    info = publish_snapshot(
+        pipeline.path("hf_dataset"),
+        dataset_splits,
+        synthetic_variants,
+        curation_ledger,
+        lambda: dataset_card(dataset_splits, synthetic_variants, content, SPLIT_RULE_DOC),
     )
-    artifact = log_dataset_artifact(out_dir, "catalogue-dataset", upstream)
-    version = frame_fingerprint(pl.DataFrame({"v": sorted(upstream.values())}))
-    context.log.info(f"saved {dict(dsd.num_rows)} to {out_dir}")
-    return dg.MaterializeResult(
-        data_version=dg.DataVersion(version),
+    snapshot = DatasetSnapshot(
+        uri=info.uri,
+        fingerprint=info.fingerprint,
+        split_sizes=info.split_sizes,
+        rows_uri=info.rows_uri,
+        ledger_uri=info.ledger_uri,
+        catalogue_uri=resolve_catalogue_uri(pipeline.catalogue_uri, pipeline.data_dir),
+        catalogue_data_version=upstream["raw_catalogue"],
+        upstream_data_versions=upstream,
+    )
+    artifact = log_dataset_artifact(info.uri, DATASET_ARTIFACT, upstream, alias=info.fingerprint)
+    context.log.info(f"{'reused' if info.reused else 'saved'} {info.split_sizes} at {info.uri}")
+    return dg.Output(
+        snapshot,
+        data_version=dg.DataVersion(info.fingerprint),
         metadata={
-            "path": dg.MetadataValue.path(out_dir),
-            **{f"rows/{name}": n for name, n in dsd.num_rows.items()},
+            "path": dg.MetadataValue.path(info.uri),
+            "snapshot": info.fingerprint,
+            "reused_snapshot": info.reused,
+            "catalogue_data_version": snapshot.catalogue_data_version,
+            **{f"rows/{name}": n for name, n in info.split_sizes.items()},
             "wandb_artifact": artifact or "(W&B disabled)",
-            "fingerprints": str({name: ds._fingerprint for name, ds in dsd.items()}),
         },
     )

@@ -2,19 +2,28 @@
 
 The assets only write a config and launch `python -m training.train` / `training.evaluate`:
 the same command runs unchanged on a GPU node (k8s / Pipes), and `training/` stays free of
-Dagster. Logs stream into the Dagster run; results are read back from the run folder.
+Dagster. Logs stream into the Dagster run and results come back through Pipes. What to train on
+and what to evaluate arrive as inputs (`DatasetSnapshot`, `ModelCheckpoint`), never as
+"whatever was materialized last".
 """
 
+import dataclasses
 import json
 import sys
-from pathlib import Path
+from collections.abc import Mapping
+from typing import Any
 
 import dagster as dg
 
 from assets.resources import PipelineSettings
+from assets.values_io import VALUES_IO_MANAGER_KEY as VALUES_IO
+from curation.images.store import write_bytes_atomic
+from schemas.lineage import TRAINING_ROWS_FILE
+from schemas.values import DatasetSnapshot, ModelCheckpoint
 from training.config import EvalConfig, TrainConfig
 
 GROUP = "model"
+CHECK_NAME = "tuned_beats_base_and_baselines"
 
 
 class LoraTrainingConfig(dg.Config):
@@ -34,119 +43,146 @@ class EvaluationConfig(dg.Config):
     batch_size: int = 32
 
 
-def _latest_metadata(instance: dg.DagsterInstance, key: str, required: bool = True) -> dict:
-    event = instance.get_latest_materialization_event(dg.AssetKey(key))
-    if event is None or event.asset_materialization is None:
-        if required:
-            raise dg.Failure(f"{key} has not been materialized yet")
-        return {"tags": {}}
-    materialization = event.asset_materialization
-    return {"tags": dict(materialization.tags or {}), **materialization.metadata}
-
-
-def _run_module(context: dg.AssetExecutionContext, module: str, config_path: Path) -> None:
-    """`python -m module --config path` under Dagster Pipes: logs stream into this run."""
-    dg.PipesSubprocessClient().run(
-        command=[sys.executable, "-m", module, "--config", str(config_path)],
+def _run_module(
+    context: dg.AssetExecutionContext, module: str, config_uri: str
+) -> dg.MaterializeResult:
+    """`python -m module --config uri` under Dagster Pipes: logs stream into this run, and the
+    process reports its results back (no output file is read from a local path here)."""
+    invocation = dg.PipesSubprocessClient().run(
+        command=[sys.executable, "-m", module, "--config", config_uri],
         context=context,
     )
+    return invocation.get_materialize_result()
 
 
-@dg.asset(group_name=GROUP, code_version="1", deps=["training_dataset"], kinds={"pytorch"})
-def lora_adapter(
-    context: dg.AssetExecutionContext, config: LoraTrainingConfig, pipeline: PipelineSettings
-) -> dg.MaterializeResult:
-    """A LoRA adapter (safetensors) + lineage.json under {PIPELINE_DATA_DIR}/models/{run_id}/."""
+def _save_config(config: TrainConfig | EvalConfig, uri: str) -> str:
+    values = config.to_dict() if isinstance(config, TrainConfig) else dataclasses.asdict(config)
+    write_bytes_atomic(uri, json.dumps(values, indent=2, sort_keys=True).encode())
+    return uri
+
+
+def _run_folder(context: dg.AssetExecutionContext, pipeline: PipelineSettings) -> str:
     # Keyed by the root run: a re-execution of a killed run (run retry, "re-execute from
     # failure") shares it, so training resumes from the last checkpoint in the same folder.
-    run_dir = Path(pipeline.path("models", (context.run.root_run_id or context.run_id)[:12]))
-    run_dir.mkdir(parents=True, exist_ok=True)
-    # Lineage: which catalogue version this dataset came from (absent when trained on a
-    # dataset built elsewhere).
-    raw = _latest_metadata(context.instance, "raw_catalogue", required=False)
+    return pipeline.path("models", (context.run.root_run_id or context.run_id)[:12])
+
+
+def _plain(metadata: Mapping[str, dg.MetadataValue]) -> dict[str, Any]:
+    return {key: getattr(value, "value", value) for key, value in metadata.items()}
+
+
+@dg.asset(group_name=GROUP, code_version="2", kinds={"pytorch"}, io_manager_key=VALUES_IO)
+def lora_adapter(
+    context: dg.AssetExecutionContext,
+    config: LoraTrainingConfig,
+    pipeline: PipelineSettings,
+    training_dataset: DatasetSnapshot,
+) -> dg.Output[ModelCheckpoint]:
+    """A LoRA adapter (safetensors), lineage.json and training_rows.parquet under
+    {PIPELINE_DATA_DIR}/models/{run_id}/, trained on the snapshot `training_dataset` holds."""
+    model_dir = _run_folder(context, pipeline)
     overrides = {k: v for k, v in config.model_dump().items() if v is not None}
     train_config = TrainConfig(
-        dataset_dir=pipeline.path("hf_dataset"),
-        output_dir=str(run_dir),
+        dataset_dir=training_dataset.uri,
+        output_dir=model_dir,
         # The tiny preset's locally built base is cached beside the models it trains.
         cache_dir=pipeline.path("models", "base_cache"),
         preset=pipeline.model_preset,
         wandb_mode=pipeline.wandb_mode,
-        wandb_dataset_artifact="catalogue-dataset:latest",
+        wandb_dataset_artifact=f"catalogue-dataset:{training_dataset.fingerprint}",
         lineage={
-            "catalogue_uri": raw["catalogue_uri"].value if "catalogue_uri" in raw else None,
-            "catalogue_data_version": raw["tags"].get("dagster/data_version"),
+            "catalogue_uri": training_dataset.catalogue_uri,
+            "catalogue_data_version": training_dataset.catalogue_data_version,
+            "upstream_data_versions": training_dataset.upstream_data_versions,
+            "curation_ledger": training_dataset.ledger_uri,
             "dagster_run_id": context.run_id,
         },
         **overrides,
     )
-    config_path = run_dir / "train_config.json"
-    train_config.save(config_path)
-    _run_module(context, "training.train", config_path)
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    lineage = json.loads((run_dir / "lineage.json").read_text())
-    return dg.MaterializeResult(
+    reported = _run_module(
+        context, "training.train", _save_config(train_config, f"{model_dir}/train_config.json")
+    )
+    if reported.data_version is None:
+        raise dg.Failure("training.train reported no adapter fingerprint through Pipes")
+    checkpoint = ModelCheckpoint(
+        model_dir=model_dir,
+        adapter_sha256=reported.data_version.value,
+        dataset=training_dataset,
+    )
+    return dg.Output(
+        checkpoint,
+        data_version=reported.data_version,
         metadata={
-            "model_dir": dg.MetadataValue.path(str(run_dir)),
-            "adapter_path": dg.MetadataValue.path(str(run_dir / "adapter")),
-            "base_model": str(lineage.get("base_model")),
-            "wandb_run": str(lineage.get("wandb_run")),
-            "dataset_fingerprint": str(lineage.get("dataset_fingerprint")),
-            **{k: v for k, v in metrics.items() if isinstance(v, int | float) and v is not None},
-        }
+            **(reported.metadata or {}),
+            "model_dir": dg.MetadataValue.path(model_dir),
+            "catalogue_data_version": training_dataset.catalogue_data_version,
+            "dataset_snapshot": dg.MetadataValue.path(training_dataset.uri),
+            "training_rows": dg.MetadataValue.path(f"{model_dir}/{TRAINING_ROWS_FILE}"),
+            **{f"rows/{name}": n for name, n in training_dataset.split_sizes.items()},
+        },
     )
 
 
-@dg.asset(group_name=GROUP, code_version="1", deps=[lora_adapter], kinds={"pytorch"})
+def evaluation_failures(metrics: Mapping[str, Any]) -> list[str]:
+    """Why a tuned model does not beat its base and the no-model baselines (empty: it does)."""
+    tuned_acc = metrics.get("tuned/category_accuracy") or 0.0
+    tuned_mae = metrics.get("tuned/price_mae")
+    failures = []
+    if tuned_acc <= (metrics.get("base/category_accuracy") or 0.0):
+        failures.append("category accuracy not above base")
+    if tuned_acc <= (metrics.get("majority_category/category_accuracy") or 0.0):
+        failures.append("category accuracy not above the majority baseline")
+    baseline_mae = metrics.get("median_price/price_mae")
+    if tuned_mae is None or (baseline_mae is not None and tuned_mae >= baseline_mae):
+        failures.append("price MAE not below the median-price baseline")
+    return failures
+
+
+@dg.asset(
+    group_name=GROUP,
+    code_version="2",
+    kinds={"pytorch"},
+    check_specs=[
+        dg.AssetCheckSpec(
+            CHECK_NAME,
+            asset="model_evaluation",
+            description="Tuned beats the base model and the no-model baselines.",
+        )
+    ],
+)
 def model_evaluation(
-    context: dg.AssetExecutionContext, config: EvaluationConfig, pipeline: PipelineSettings
+    context: dg.AssetExecutionContext,
+    config: EvaluationConfig,
+    lora_adapter: ModelCheckpoint,
 ) -> dg.MaterializeResult:
-    """Base vs tuned vs no-model baselines on the test split; eval.json + eval.html."""
-    model_dir = Path(str(_latest_metadata(context.instance, "lora_adapter")["model_dir"].value))
+    """Base vs tuned vs no-model baselines on the test split of the snapshot the adapter was
+    trained on; eval.json + eval.html beside it. The check judges exactly this evaluation."""
     eval_config = EvalConfig(
-        dataset_dir=pipeline.path("hf_dataset"),
-        model_dir=str(model_dir),
+        dataset_dir=lora_adapter.dataset.uri,
+        model_dir=lora_adapter.model_dir,
         max_samples=config.max_samples,
         batch_size=config.batch_size,
     )
-    config_path = model_dir / "eval_config.json"
-    eval_config.save(config_path)
-    _run_module(context, "training.evaluate", config_path)
-    result = json.loads((model_dir / "eval.json").read_text())
-    flat = {
-        f"{who}/{metric}": value
-        for who, block in [
-            ("tuned", result["tuned"]),
-            ("base", result["base"]),
-            *result["baselines"].items(),
-        ]
-        for metric, value in block.items()
-        if isinstance(value, int | float)
-    }
+    config_uri = _save_config(eval_config, f"{lora_adapter.model_dir}/eval_config.json")
+    reported = _run_module(context, "training.evaluate", config_uri)
+    metrics = _plain(reported.metadata or {})
+    failures = evaluation_failures(metrics)
     return dg.MaterializeResult(
         metadata={
-            "n_test": result["n_test"],
-            "eval_json": dg.MetadataValue.path(str(model_dir / "eval.json")),
-            "eval_html": dg.MetadataValue.path(str(model_dir / "eval.html")),
-            **flat,
-        }
-    )
-
-
-@dg.asset_check(asset=model_evaluation, description="Tuned beats the base model and baselines.")
-def tuned_beats_base_and_baselines(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
-    metadata = _latest_metadata(context.instance, "model_evaluation")
-    value = {key: entry.value for key, entry in metadata.items() if key != "tags"}
-    tuned_acc = value.get("tuned/category_accuracy", 0.0)
-    tuned_mae = value.get("tuned/price_mae", float("inf"))
-    failures = []
-    if tuned_acc <= value.get("base/category_accuracy", 0.0):
-        failures.append("category accuracy not above base")
-    if tuned_acc <= value.get("majority_category/category_accuracy", 0.0):
-        failures.append("category accuracy not above the majority baseline")
-    if tuned_mae >= value.get("median_price/price_mae", float("inf")):
-        failures.append("price MAE not below the median-price baseline")
-    return dg.AssetCheckResult(
-        passed=not failures,
-        metadata={"failures": ", ".join(failures) or "none", "tuned_accuracy": tuned_acc},
+            **(reported.metadata or {}),
+            "model_dir": dg.MetadataValue.path(lora_adapter.model_dir),
+            "eval_json": dg.MetadataValue.path(f"{lora_adapter.model_dir}/eval.json"),
+            "eval_html": dg.MetadataValue.path(f"{lora_adapter.model_dir}/eval.html"),
+        },
+        check_results=[
+            dg.AssetCheckResult(
+                check_name=CHECK_NAME,
+                passed=not failures,
+                metadata={
+                    "failures": ", ".join(failures) or "none",
+                    "tuned_accuracy": metrics.get("tuned/category_accuracy"),
+                    "adapter_sha256": lora_adapter.adapter_sha256,
+                },
+            )
+        ],
     )

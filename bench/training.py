@@ -89,15 +89,16 @@ def demo_dataset(root: Path) -> Path:
     """The demo catalogue through the pipeline's data groups (what `make demo` trains on),
     built once per demo version: ~1-2 min of Dagster, reused by later runs."""
     from bench.e2e import run_demo
+    from curation.snapshots import latest_snapshot
     from demo import DEMO_VERSION
 
     build = root / DEMO_VERSION  # new demo pictures must not be benchmarked on old ones
     out = build / "data" / "hf_dataset"
-    if not (out / "dataset_dict.json").exists():
+    if latest_snapshot(str(out)) is None:
         _, code, tail = run_demo(build / "dagster_home", build / "data", "demo", 1800, DATA_GROUPS)
         if code != 0:
             raise RuntimeError(f"building the demo dataset failed (exit {code}):\n{tail}")
-    return out
+    return Path(str(latest_snapshot(str(out))))
 
 
 def base_config(dataset_dir: Path, root: Path, name: str, budget_s: float) -> dict[str, Any]:

@@ -14,6 +14,7 @@ import os
 import re
 import uuid
 from collections.abc import Mapping
+from pathlib import Path
 
 import datasets
 import fsspec
@@ -182,8 +183,13 @@ def dataset_card(
     )
 
 
-def log_dataset_artifact(out_dir: str, name: str, metadata: Mapping[str, object]) -> str | None:
-    """Log the saved dataset as a W&B artifact; returns the run path, or None when W&B is off.
+def log_dataset_artifact(
+    out_dir: str, name: str, metadata: Mapping[str, object], alias: str | None = None
+) -> str | None:
+    """Log the saved dataset as a W&B reference artifact (nothing is copied into W&B staging:
+    the entries point at the snapshot's files, which never change), aliased `alias` (the
+    snapshot fingerprint, so a training run asks for exactly `name:alias`). Returns
+    `{run path}:{name}[:{alias}]`, or None when W&B is off.
 
     Offline unless the user set WANDB_MODE, so nothing leaves the machine by default.
     """
@@ -207,12 +213,10 @@ def log_dataset_artifact(out_dir: str, name: str, metadata: Mapping[str, object]
     ) as run:
         artifact = wandb.Artifact(safe_name, type="dataset", metadata=dict(metadata))
         fs, path = fsspec.core.url_to_fs(out_dir)
-        if isinstance(fs, LocalFileSystem):
-            artifact.add_dir(path)
-        else:
-            artifact.add_reference(out_dir)
-        run.log_artifact(artifact)
-        return f"{run.path}:{safe_name}"
+        local = isinstance(fs, LocalFileSystem)
+        artifact.add_reference(Path(path).resolve().as_uri() if local else out_dir)
+        run.log_artifact(artifact, aliases=[alias] if alias else None)
+        return f"{run.path}:{safe_name}" + (f":{alias}" if alias else "")
 
 
 def push_to_hub(

@@ -161,6 +161,11 @@ def print_summary(instance: dg.DagsterInstance, defs: dg.Definitions) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] in (["trace"], ["gc"]):  # lineage questions: no Definitions, no instance
+        from dagster_project.trace import main as lineage_main
+
+        return lineage_main(argv)
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("command", choices=["demo", "refresh", "stale"])
     parser.add_argument(

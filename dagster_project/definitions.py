@@ -10,6 +10,7 @@ from assets.resources import (
     parquet_io_manager,
     pipeline_settings_from_env,
 )
+from assets.values_io import VALUES_IO_MANAGER_KEY, PydanticJsonIOManager
 from dagster_project.automation import (
     build_dataset_job,
     catalogue_changed_sensor,
@@ -34,6 +35,7 @@ def build_definitions() -> dg.Definitions:
             "pipeline": pipeline,
             "downloads": download_settings_from_env(),
             "io_manager": parquet_io_manager(pipeline.data_dir),
+            VALUES_IO_MANAGER_KEY: PydanticJsonIOManager(base_dir=pipeline.data_dir),
         },
     )
 

@@ -28,7 +28,7 @@ from training.artefacts import load_model_for_eval
 from training.config import EvalConfig
 from training.data import load_splits
 from training.generate import generate_answers
-from training.pipes import dagster_pipes_session
+from training.pipes import dagster_pipes_session, report_materialization
 
 METRIC_KEYS: tuple[str, ...] = (
     "parse_rate",
@@ -228,12 +228,24 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
     return result
 
 
+def flat_metrics(result: dict[str, Any]) -> dict[str, Any]:
+    """`who/metric` -> value for every numeric metric (the asset's metadata and its check)."""
+    blocks = [("tuned", result["tuned"]), ("base", result["base"]), *result["baselines"].items()]
+    flat: dict[str, Any] = {"n_test": result["n_test"]}
+    for who, block in blocks:
+        for metric, value in block.items():
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                flat[f"{who}/{metric}"] = value
+    return flat
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True, help="EvalConfig JSON file")
     args = parser.parse_args(argv)
     with dagster_pipes_session():
         result = evaluate(EvalConfig.load(args.config))
+        report_materialization(flat_metrics(result))
     summary = {k: result[k] for k in ("n_test", "tuned", "base", "baselines")}
     for block in (summary["tuned"], summary["base"]):
         block.pop("per_category", None)

@@ -37,3 +37,11 @@ def forward(event: str, values: dict[str, Any]) -> None:
     """Send one progress event to the Dagster run log (no-op outside Pipes)."""
     if _session is not None:
         _session.log.info(json.dumps({"event": event, **values}, default=str))
+
+
+def report_materialization(metadata: dict[str, Any], data_version: str | None = None) -> None:
+    """Hand the asset its result (metadata + data version) through Pipes; no-op outside Pipes,
+    so the launching asset never reads result files from a path it may not share."""
+    if _session is not None:
+        plain = {k: v for k, v in metadata.items() if isinstance(v, str | int | float | bool)}
+        _session.report_asset_materialization(metadata=plain, data_version=data_version)

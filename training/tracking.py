@@ -105,8 +105,12 @@ def start_tracker(
 
 
 def _link_dataset(run: Any, artifact_name: str) -> None:
-    """Declare the dataset artifact as the run's input (lineage graph in W&B). Offline runs
-    cannot resolve remote artifacts; that is logged, not fatal."""
+    """Declare the dataset artifact (`name:fingerprint`, one exact version) as the run's input:
+    the lineage graph in W&B. Offline runs cannot use artifacts at all; the name is already in
+    the run's config (and lineage.json), so nothing is lost until the run is synced online."""
+    if run.settings.mode == "offline":
+        log.info("offline W&B run: dataset %s recorded in the config, not linked", artifact_name)
+        return
     try:
         run.use_artifact(artifact_name, type="dataset")
     except Exception as exc:

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from schemas.atomic import replace_directory, write_text_atomic
+from schemas.lineage import LINEAGE_FILE
 from training.artefacts import (
     ADAPTER_DIR,
     BASE_MODEL_DIR,
@@ -57,8 +58,8 @@ from training.distributed import (
     wrap,
 )
 from training.generate import generate_answers
-from training.lineage import build_lineage
-from training.pipes import dagster_pipes_session
+from training.lineage import build_lineage, copy_manifest, folder_sha256, snapshot_info
+from training.pipes import dagster_pipes_session, report_materialization
 from training.pipes import forward as forward_to_dagster
 from training.preset_base import BaseRef, ModelPreset
 from training.presets import get_preset
@@ -456,19 +457,52 @@ def finish_outputs(run: Run, final_val: float | None) -> dict[str, Any]:
     base = {"id": run.ref.model_id, "revision": run.ref.revision, "path": base_path}
     base["commit"] = commit
     base["preset"] = run.preset.name
+    write_lineage(run, base, metrics)
+    return metrics
+
+
+def dataset_facts(run: Run) -> dict[str, Any]:
+    """What lineage.json says about the data: a snapshot's own fingerprint (the folder name and
+    W&B alias) when trained on one, with its manifest copied beside the checkpoint."""
     fingerprints = dataset_fingerprints(run.dataset)
+    snapshot = snapshot_info(run.config.dataset_dir)
+    return {
+        "fingerprint": snapshot["fingerprint"] if snapshot else combined_fingerprint(fingerprints),
+        "split_fingerprints": fingerprints,
+        "split_row_ids": split_row_ids_sha256(run.dataset),
+        "split_sizes": {name: len(split) for name, split in run.dataset.items()},
+        "training_rows": copy_manifest(run.config.dataset_dir, str(run.out)) if snapshot else None,
+    }
+
+
+def write_lineage(run: Run, base: dict[str, Any], metrics: dict[str, Any]) -> dict[str, Any]:
     lineage = build_lineage(
         run.config,
         base,
-        combined_fingerprint(fingerprints),
-        fingerprints,
-        split_row_ids_sha256(run.dataset),
-        {name: len(split) for name, split in run.dataset.items()},
+        dataset_facts(run),
         run.tracker.reference(),
         {k: v for k, v in metrics.items() if k != "history"},
     )
-    write_text_atomic(out / "lineage.json", json.dumps(lineage, indent=2, default=str))
-    return metrics
+    write_text_atomic(run.out / LINEAGE_FILE, json.dumps(lineage, indent=2, default=str))
+    return lineage
+
+
+def report_to_dagster(run: Run, metrics: dict[str, Any]) -> None:
+    """The asset's materialization, sent through Pipes (no-op standalone): the adapter's content
+    hash is its data version; the lineage essentials and scalar metrics are its metadata."""
+    lineage = json.loads((run.out / LINEAGE_FILE).read_text())
+    summary = {k: v for k, v in metrics.items() if k != "history" and v is not None}
+    report_materialization(
+        {
+            **summary,
+            "lineage": str(run.out / LINEAGE_FILE),
+            "adapter_path": str(run.out / ADAPTER_DIR),
+            "base_model": str(lineage["base_model"].get("id")),
+            "dataset_fingerprint": lineage["dataset_fingerprint"],
+            "wandb_run": str(lineage["wandb_run"]),
+        },
+        data_version=folder_sha256(run.out / ADAPTER_DIR),
+    )
 
 
 def log_sample_predictions(run: Run, n: int = 8) -> None:
@@ -503,6 +537,7 @@ def train(config: TrainConfig) -> TrainResult:
             log_sample_predictions(run)
             run.tracker.set_summary({k: v for k, v in metrics.items() if k != "history"})
             run.tracker.log_adapter(run.out / ADAPTER_DIR, f"adapter-{run.out.name}", metrics)
+            report_to_dagster(run, metrics)
         barrier(run.ranks)
     finally:
         run.tracker.finish()

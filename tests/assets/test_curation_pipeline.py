@@ -11,6 +11,9 @@ import pytest
 
 from assets import curation, dataset, images, ingest
 from assets.resources import DownloadSettings, PipelineSettings, parquet_io_manager
+from assets.values_io import VALUES_IO_MANAGER_KEY, PydanticJsonIOManager
+from curation.snapshots import latest_snapshot
+from schemas.values import DatasetSnapshot
 
 MODULES = [ingest, images, curation, dataset]
 
@@ -24,6 +27,7 @@ def pipeline_run(tmp_path_factory, demo_catalogue):
         ),
         "downloads": DownloadSettings(),
         "io_manager": parquet_io_manager(data_dir),
+        VALUES_IO_MANAGER_KEY: PydanticJsonIOManager(base_dir=data_dir),
     }
     defs = dg.Definitions(
         assets=dg.load_assets_from_modules(MODULES),
@@ -98,7 +102,9 @@ def test_rerunning_product_images_downloads_nothing(pipeline_run) -> None:
 
 def test_training_dataset_round_trips(pipeline_run) -> None:
     data_dir, _, _, _ = pipeline_run
-    dsd = datasets.load_from_disk(f"{data_dir}/hf_dataset")
+    snapshot = latest_snapshot(f"{data_dir}/hf_dataset")
+    assert snapshot is not None and Path(snapshot).parent == Path(data_dir, "hf_dataset")
+    dsd = datasets.load_from_disk(snapshot)
     splits = pl.read_parquet(f"{data_dir}/dataset_splits.parquet")
     counts = dict(splits.group_by("split").len().rows())
     assert dsd["validation"].num_rows == counts["validation"]
@@ -106,3 +112,46 @@ def test_training_dataset_round_trips(pipeline_run) -> None:
     assert not any(dsd["test"]["is_synthetic"]) and not any(dsd["validation"]["is_synthetic"])
     assert dsd["train"][0]["image"].size[0] > 0
     assert isinstance(dsd["train"].features["image"], datasets.Image)
+
+
+def test_snapshot_manifest_names_every_sample_and_its_image(pipeline_run) -> None:
+    data_dir, _, _, _ = pipeline_run
+    snapshot = latest_snapshot(f"{data_dir}/hf_dataset")
+    dsd = datasets.load_from_disk(snapshot)
+    rows = pl.read_parquet(f"{snapshot}/rows.parquet")
+    assert list(rows.columns[:6]) == [
+        "row_id", "row_index", "split", "is_synthetic", "parent_row_id", "image_sha256",
+    ]  # fmt: skip
+    for name in ("train", "validation", "test"):
+        part = rows.filter(pl.col("split") == name)
+        assert part["row_id"].to_list() == dsd[name]["row_id"]  # same samples, same order
+        assert part["is_synthetic"].to_list() == dsd[name]["is_synthetic"]
+    assert rows["image_sha256"].null_count() == 0 and rows["row_index"].null_count() == 0
+    variants = rows.filter(pl.col("is_synthetic"))
+    assert variants.height > 0 and variants["parent_row_id"].is_in(rows["row_id"]).all()
+
+
+def test_training_dataset_value_names_its_inputs_versions(pipeline_run) -> None:
+    """The typed value lora_adapter receives: snapshot, counts and the data versions Dagster
+    recorded for the exact inputs it was built from."""
+    data_dir, result, _, instance = pipeline_run
+    value = DatasetSnapshot.model_validate_json(Path(data_dir, "training_dataset.json").read_text())
+    assert value.uri == latest_snapshot(f"{data_dir}/hf_dataset")
+    assert Path(value.uri).name == value.fingerprint
+    for key, version in value.upstream_data_versions.items():
+        recorded = instance.get_latest_data_version_record(dg.AssetKey(key))
+        assert recorded is not None and recorded.data_version.value == version, key
+    assert value.catalogue_data_version == value.upstream_data_versions["raw_catalogue"]
+    ledger = pl.read_parquet(value.ledger_uri)
+    assert ledger.height == pl.read_parquet(f"{data_dir}/raw_catalogue.parquet").height
+
+
+def test_identical_content_reuses_its_snapshot(pipeline_run) -> None:
+    data_dir, _, job, instance = pipeline_run
+    before = sorted(p.name for p in Path(data_dir, "hf_dataset").iterdir())
+    rerun = job.execute_in_process(
+        instance=instance, asset_selection=[dg.AssetKey("training_dataset")]
+    )
+    metadata = rerun.asset_materializations_for_node("training_dataset")[0].metadata
+    assert metadata["reused_snapshot"].value is True
+    assert sorted(p.name for p in Path(data_dir, "hf_dataset").iterdir()) == before

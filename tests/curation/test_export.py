@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import shutil
+import sys
+import types
 from pathlib import Path
 
 import datasets
@@ -130,3 +132,43 @@ def test_wandb_artifact_offline_by_default_and_off_when_disabled(
     ref = log_dataset_artifact(str(saved["out"]), "training dataset", {"rows": 1})
     assert ref is not None and ref.endswith(":training-dataset")
     assert list((tmp_path / "wandb").glob("offline-run-*"))  # nothing went online
+
+
+def test_wandb_artifact_is_a_reference_aliased_with_the_fingerprint(
+    saved: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The dataset's files are referenced, not copied into W&B staging, under the alias the
+    training run asks for."""
+    logged: list = []
+
+    class FakeArtifact:
+        def __init__(self, name: str, type: str, metadata: dict) -> None:
+            self.name, self.references, self.dirs = name, [], []
+
+        def add_reference(self, uri: str) -> None:
+            self.references.append(uri)
+
+        def add_dir(self, path: str) -> None:
+            self.dirs.append(path)
+
+    class FakeRun:
+        path = "entity/project/run1"
+
+        def __enter__(self) -> FakeRun:
+            return self
+
+        def __exit__(self, *exc: object) -> None: ...
+
+        def log_artifact(self, artifact: FakeArtifact, aliases: list[str] | None = None) -> None:
+            logged.append((artifact, aliases))
+
+    fake = types.ModuleType("wandb")
+    fake.init = lambda **kwargs: FakeRun()
+    fake.Artifact = FakeArtifact
+    monkeypatch.setitem(sys.modules, "wandb", fake)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    ref = log_dataset_artifact(str(saved["out"]), "catalogue-dataset", {}, alias="abc123")
+    assert ref == "entity/project/run1:catalogue-dataset:abc123"
+    ((artifact, aliases),) = logged
+    assert aliases == ["abc123"] and artifact.dirs == []
+    assert artifact.references == [Path(saved["out"]).resolve().as_uri()]

@@ -56,10 +56,14 @@ def test_every_output_of_the_design_exists(demo_run: Path) -> None:
     ):
         assert (demo_run / f"{name}.parquet").exists(), name
     assert (demo_run / "reports" / "data_quality.html").stat().st_size > 10_000
-    dsd = datasets.load_from_disk(str(demo_run / "hf_dataset"))
+    dsd = datasets.load_from_disk(str(demo_run / "hf_dataset" / snapshot_name(demo_run)))
     assert set(dsd) == {"train", "validation", "test"}
     ledger = pl.read_parquet(demo_run / "curation_ledger.parquet")
     assert ledger.height == 3040
+
+
+def snapshot_name(data_dir: Path) -> str:
+    return (data_dir / "hf_dataset" / "LATEST").read_text().strip()
 
 
 def test_tuned_model_meets_the_demo_bar(demo_run: Path) -> None:
@@ -89,7 +93,15 @@ def test_tuned_model_meets_the_demo_bar(demo_run: Path) -> None:
         "dagster_run_id",
         "wandb_run",
         "base_model",
+        "dataset_snapshot",
+        "training_rows",
+        "upstream_data_versions",
     ):
         assert key in lineage, key
     assert lineage["catalogue_data_version"]
+    assert lineage["dataset_snapshot"]["uri"] == str(
+        demo_run / "hf_dataset" / snapshot_name(demo_run)
+    )
+    rows = pl.read_parquet(runs[0] / "training_rows.parquet")
+    assert rows.height == sum(lineage["split_sizes"].values())
     assert (runs[0] / "adapter" / "adapter_model.safetensors").exists()

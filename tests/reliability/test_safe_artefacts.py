@@ -192,6 +192,7 @@ def test_secrets_never_reach_metadata_logs_or_outputs(
 ) -> None:
     from assets import curation, dataset, images, ingest
     from assets.resources import DownloadSettings, PipelineSettings, parquet_io_manager
+    from assets.values_io import VALUES_IO_MANAGER_KEY, PydanticJsonIOManager
     from demo import build_demo_catalogue
 
     for name, value in CANARIES.items():
@@ -206,6 +207,7 @@ def test_secrets_never_reach_metadata_logs_or_outputs(
             "pipeline": PipelineSettings(data_dir=data_dir, catalogue_uri=str(demo.catalogue_path)),
             "downloads": DownloadSettings(),
             "io_manager": parquet_io_manager(data_dir),
+            VALUES_IO_MANAGER_KEY: PydanticJsonIOManager(base_dir=data_dir),
         },
     )
     instance = dg.DagsterInstance.ephemeral()

@@ -84,7 +84,11 @@ def test_wandb_run_gets_scrubbed_config_table_artifacts_and_dataset_link(monkeyp
     run = wandb.runs[0]
     assert run.init_kwargs["mode"] == "offline"
     assert "WANDB_API_KEY" not in str(run.init_kwargs["config"])
-    assert run.used == [("training_dataset:v3", "dataset")]
+    assert run.used == []  # offline runs cannot use artifacts: the name is in the config
+    assert run.init_kwargs["config"]["wandb_dataset_artifact"] is None
+    online = start_tracker("proj", "online", config, tmp_path, "catalogue-dataset:0a1b2c")
+    assert wandb.runs[-1].used == [("catalogue-dataset:0a1b2c", "dataset")]
+    online.finish()
     image = Image.new("RGB", (8, 8))
     tracker.log_predictions([{"image": image, "truth": "t", "prediction": "p"}], step=3)
     step, values = run.logged[-1]
