@@ -11,6 +11,7 @@ from typing import Any
 
 import fsspec
 import polars as pl
+from fsspec.implementations.local import LocalFileSystem
 
 from curation.images.store import exists
 from curation.snapshots import join, read_parquet
@@ -44,10 +45,10 @@ def list_checkpoints(data_dir: str) -> list[Checkpoint]:
     fs, root = fsspec.core.url_to_fs(join(data_dir, MODELS_DIR))
     if not fs.exists(root):
         return []
-    found = sorted(fs.glob(f"{root}/*/{LINEAGE_FILE}"))
-    folders = [path.rsplit("/", 1)[0] for path in found]
-    local = fs.protocol in ("file", "local") or "file" in tuple(fs.protocol)
-    return [read_checkpoint(f if local else fs.unstrip_protocol(f)) for f in folders]
+    folders = [path.rsplit("/", 1)[0] for path in sorted(fs.glob(f"{root}/*/{LINEAGE_FILE}"))]
+    if not isinstance(fs, LocalFileSystem):
+        folders = [fs.unstrip_protocol(folder) for folder in folders]
+    return [read_checkpoint(folder) for folder in folders]
 
 
 def find_checkpoint(data_dir: str, model: str) -> Checkpoint:

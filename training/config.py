@@ -127,7 +127,10 @@ class TrainConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> TrainConfig:
-        return cls.from_dict(json.loads(Path(path).read_text()))
+        """From a local path or any fsspec URL."""
+        from training.storage import read_text
+
+        return cls.from_dict(json.loads(read_text(str(path))))
 
 
 @dataclass
@@ -163,7 +166,10 @@ class EvalConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> EvalConfig:
-        return cls.from_dict(json.loads(Path(path).read_text()))
+        """From a local path or any fsspec URL."""
+        from training.storage import read_text
+
+        return cls.from_dict(json.loads(read_text(str(path))))
 
 
 def _from_dict(cls: type, data: dict[str, Any]) -> Any:

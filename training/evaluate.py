@@ -18,7 +18,6 @@ import statistics
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -29,6 +28,7 @@ from training.config import EvalConfig
 from training.data import load_splits
 from training.generate import generate_answers
 from training.pipes import dagster_pipes_session, report_materialization
+from training.storage import fetch, join
 
 METRIC_KEYS: tuple[str, ...] = (
     "parse_rate",
@@ -195,8 +195,8 @@ def render_html(
 
 
 def evaluate(config: EvalConfig) -> dict[str, Any]:
-    model_dir = Path(config.model_dir)
-    out_dir = Path(config.output_dir or config.model_dir)
+    model_dir = fetch(config.model_dir)  # a local copy when the model is on an object store
+    out_dir = config.output_dir or config.model_dir
     torch.manual_seed(config.seed)
     dataset = load_splits(config.dataset_dir)
     test = dataset[config.split]
@@ -223,8 +223,8 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
         {"row_id": r["row_id"], "truth": r["answer"], **{k: v[i] for k, v in predictions.items()}}
         for i, r in enumerate(rows[:20])
     ]
-    write_text_atomic(out_dir / "eval.json", json.dumps(result, indent=2))
-    write_text_atomic(out_dir / "eval.html", render_html(rows, predictions, config.html_rows))
+    write_text_atomic(join(out_dir, "eval.json"), json.dumps(result, indent=2))
+    write_text_atomic(join(out_dir, "eval.html"), render_html(rows, predictions, config.html_rows))
     return result
 
 

@@ -11,6 +11,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from schemas.atomic import write_bytes_atomic
 from schemas.lineage import SNAPSHOT_INFO_FILE, SNAPSHOT_ROWS_FILE, TRAINING_ROWS_FILE
 from training.config import TrainConfig, scrub_secrets
 
@@ -66,21 +67,14 @@ def snapshot_info(dataset_dir: str) -> dict[str, Any] | None:
         return json.load(handle)
 
 
-def copy_manifest(dataset_dir: str, output_dir: str) -> str | None:
+def copy_manifest(dataset_dir: str, output_dir: Path) -> None:
     """Copy the snapshot's rows.parquet to {output_dir}/training_rows.parquet: the checkpoint
     then names its rows and images itself, whatever later happens to the snapshot."""
     import fsspec
 
-    source = _join(dataset_dir, SNAPSHOT_ROWS_FILE)
-    target = _join(output_dir, TRAINING_ROWS_FILE)
-    with fsspec.open(source, "rb") as handle:
+    with fsspec.open(_join(dataset_dir, SNAPSHOT_ROWS_FILE), "rb") as handle:
         data = handle.read()
-    fs, path = fsspec.core.url_to_fs(target)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with fs.open(tmp, "wb") as handle:
-        handle.write(data)
-    fs.mv(tmp, path)
-    return target
+    write_bytes_atomic(output_dir / TRAINING_ROWS_FILE, data)
 
 
 def folder_sha256(folder: Path) -> str:

@@ -45,12 +45,16 @@ class TinyPreset(ModelPreset):
         corpus: Callable[[], list[str]],
         vision_data: VisionPretrainData | None = None,
     ) -> BaseRef:
+        from training.storage import is_remote
         from training.tiny import TinyArchitecture, default_cache_root, ensure_tiny_base
 
         if config.base_model:  # an existing build (evaluation, or a shared cache)
             return BaseRef(path=config.base_model, model_id="tiny", revision=config.revision)
         arch = TinyArchitecture(image_size=config.image_size)
-        root = Path(config.cache_dir) if config.cache_dir else default_cache_root()
+        # The build is loaded with from_pretrained, so it lives on a local disk: a cache_dir
+        # on an object store (the data dir on s3) falls back to the local default.
+        local = config.cache_dir and not is_remote(config.cache_dir)
+        root = Path(config.cache_dir) if local else default_cache_root()
         path = ensure_tiny_base(arch, corpus(), root, vision_data)
         return BaseRef(path=str(path), model_id="tiny", revision=path.name.removeprefix("tiny-"))
 

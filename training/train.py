@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from schemas.atomic import replace_directory, write_text_atomic
-from schemas.lineage import LINEAGE_FILE
+from schemas.lineage import LINEAGE_FILE, TRAINING_ROWS_FILE
 from training.artefacts import (
     ADAPTER_DIR,
     BASE_MODEL_DIR,
@@ -64,6 +64,7 @@ from training.pipes import forward as forward_to_dagster
 from training.preset_base import BaseRef, ModelPreset
 from training.presets import get_preset
 from training.runtime import best_device, four_bit_quantization, resolve_precision, weight_dtype
+from training.storage import join, local_dir, publish
 from training.tiny import VisionPretrainData
 from training.tracking import Tracker, start_tracker
 
@@ -248,7 +249,7 @@ def setup(
     adapt: Adapt = attach_lora,
     collator_type: Callable[[Any, ModelPreset, int], VLMCollator] = VLMCollator,
 ) -> Run:
-    out = Path(config.output_dir)
+    out = local_dir(config.output_dir)  # published to output_dir when that is a URL
     out.mkdir(parents=True, exist_ok=True)
     ranks = init_ranks(best_device())
     device = ranks.device(best_device())
@@ -466,12 +467,14 @@ def dataset_facts(run: Run) -> dict[str, Any]:
     W&B alias) when trained on one, with its manifest copied beside the checkpoint."""
     fingerprints = dataset_fingerprints(run.dataset)
     snapshot = snapshot_info(run.config.dataset_dir)
+    if snapshot:
+        copy_manifest(run.config.dataset_dir, run.out)
     return {
         "fingerprint": snapshot["fingerprint"] if snapshot else combined_fingerprint(fingerprints),
         "split_fingerprints": fingerprints,
         "split_row_ids": split_row_ids_sha256(run.dataset),
         "split_sizes": {name: len(split) for name, split in run.dataset.items()},
-        "training_rows": copy_manifest(run.config.dataset_dir, str(run.out)) if snapshot else None,
+        "training_rows": join(run.config.output_dir, TRAINING_ROWS_FILE) if snapshot else None,
     }
 
 
@@ -495,8 +498,8 @@ def report_to_dagster(run: Run, metrics: dict[str, Any]) -> None:
     report_materialization(
         {
             **summary,
-            "lineage": str(run.out / LINEAGE_FILE),
-            "adapter_path": str(run.out / ADAPTER_DIR),
+            "lineage": join(run.config.output_dir, LINEAGE_FILE),
+            "adapter_path": join(run.config.output_dir, ADAPTER_DIR),
             "base_model": str(lineage["base_model"].get("id")),
             "dataset_fingerprint": lineage["dataset_fingerprint"],
             "wandb_run": str(lineage["wandb_run"]),
@@ -537,6 +540,7 @@ def train(config: TrainConfig) -> TrainResult:
             log_sample_predictions(run)
             run.tracker.set_summary({k: v for k, v in metrics.items() if k != "history"})
             run.tracker.log_adapter(run.out / ADAPTER_DIR, f"adapter-{run.out.name}", metrics)
+            publish(run.out, run.config.output_dir)
             report_to_dagster(run, metrics)
         barrier(run.ranks)
     finally:
@@ -544,8 +548,8 @@ def train(config: TrainConfig) -> TrainResult:
         shutdown(run.ranks)
     emit("done", **{k: v for k, v in metrics.items() if k != "history"})
     return TrainResult(
-        output_dir=str(run.out),
-        adapter_dir=str(run.out / ADAPTER_DIR),
+        output_dir=run.config.output_dir,
+        adapter_dir=join(run.config.output_dir, ADAPTER_DIR),
         steps=run.state.step,
         best_val_loss=run.state.best_val_loss,
         final_val_loss=final_val,

@@ -139,8 +139,8 @@ def test_training_dataset_value_names_its_inputs_versions(pipeline_run) -> None:
     assert value.uri == latest_snapshot(f"{data_dir}/hf_dataset")
     assert Path(value.uri).name == value.fingerprint
     for key, version in value.upstream_data_versions.items():
-        recorded = instance.get_latest_data_version_record(dg.AssetKey(key))
-        assert recorded is not None and recorded.data_version.value == version, key
+        event = instance.get_latest_materialization_event(dg.AssetKey(key))
+        assert event.asset_materialization.tags["dagster/data_version"] == version, key
     assert value.catalogue_data_version == value.upstream_data_versions["raw_catalogue"]
     ledger = pl.read_parquet(value.ledger_uri)
     assert ledger.height == pl.read_parquet(f"{data_dir}/raw_catalogue.parquet").height

@@ -1,11 +1,13 @@
 """PIPELINE_DATA_DIR=s3://… through fsspec/s3fs, against moto's S3 server on loopback.
 
 Covers what must work on an object store: the content-addressed image store, the Parquet IO
-manager, the report, reuse of stored images, and staleness over s3-backed data.
+manager, the report, reuse of stored images, staleness over s3-backed data, and the model group
+(dataset snapshot, training, evaluation, trace) with nothing of the data dir on local disk.
 """
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 import uuid
@@ -14,6 +16,7 @@ import dagster as dg
 import polars as pl
 import pytest
 
+from dagster_project.cli import main as cli_main
 from dagster_project.cli import refresh, selection_for
 from dagster_project.definitions import build_definitions
 from tests.e2e.helpers import (
@@ -104,4 +107,55 @@ def test_curation_groups_round_trip_through_s3(tmp_path, demo_catalogue, s3_endp
     metadata = rerun.asset_materializations_for_node("product_images")[0].metadata
     assert metadata["reused"].value == stored["url"].n_unique()
     assert metadata["attempted"].value == images["url"].n_unique() - stored["url"].n_unique()
+    instance.dispose()
+
+
+def test_model_group_trains_and_evaluates_on_s3(
+    tmp_path, demo_catalogue, s3_endpoint, monkeypatch, capsys
+):
+    """The whole pipeline, the tiny model included, with nothing of the data dir on local disk:
+    training and evaluation read the snapshot and write the checkpoint through fsspec."""
+    s3fs = pytest.importorskip("s3fs")
+    fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": s3_endpoint})
+    bucket = f"catalogue-vlm-{uuid.uuid4().hex[:8]}"
+    fs.mkdir(bucket)
+    data_dir = f"s3://{bucket}/pipeline"
+    catalogue = copy_catalogue(demo_catalogue.catalogue_path, tmp_path / "catalogue.csv", 200)
+    home = write_dagster_home(tmp_path / "home")
+    for name, value in pipeline_env(data_dir, catalogue, home).items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("CATALOGUE_VLM_CACHE", str(tmp_path / "base_cache"))
+    monkeypatch.setenv("CATALOGUE_VLM_WORKDIR", str(tmp_path / "work"))
+    defs = build_definitions()
+    instance = dg.DagsterInstance.from_config(str(home))
+    train = {"max_steps": 2, "image_size": 32, "eval_every_steps": 0, "per_device_batch_size": 8}
+    result = defs.resolve_job_def("full_pipeline").execute_in_process(
+        instance=instance,
+        run_config={
+            "ops": {
+                "lora_adapter": {"config": train},
+                "model_evaluation": {"config": {"max_samples": 4, "batch_size": 4}},
+            }
+        },
+    )
+
+    assert result.success
+    model_dir = result.asset_materializations_for_node("lora_adapter")[0].metadata["model_dir"]
+    assert model_dir.value.startswith(f"s3://{bucket}/pipeline/models/")
+    root = model_dir.value.removeprefix("s3://")
+    for name in ("adapter/adapter_model.safetensors", "lineage.json", "training_rows.parquet"):
+        assert fs.exists(f"{root}/{name}"), name
+    with fs.open(f"{root}/lineage.json", "r") as handle:
+        lineage = json.load(handle)
+    assert lineage["dataset_snapshot"]["uri"].startswith(f"s3://{bucket}/pipeline/hf_dataset/")
+    with fs.open(f"{root}/eval.json", "r") as handle:
+        assert json.load(handle)["n_test"] == 4
+    with fs.open(f"{root}/training_rows.parquet", "rb") as handle:
+        rows = pl.read_parquet(handle)
+    assert rows.height == sum(lineage["split_sizes"].values())
+    evaluation = result.asset_materializations_for_node("model_evaluation")[0].metadata
+    assert evaluation["n_test"].value == 4
+    assert not (tmp_path / "data").exists()  # nothing of the data dir landed locally
+    assert cli_main(["trace", "--model", model_dir.value]) == 0
+    assert lineage["catalogue_data_version"] in capsys.readouterr().out
     instance.dispose()

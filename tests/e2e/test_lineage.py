@@ -73,8 +73,8 @@ def model_dir(instance) -> Path:
 
 
 def raw_version(instance) -> str:
-    record = instance.get_latest_data_version_record(dg.AssetKey("raw_catalogue"))
-    return record.data_version.value
+    event = instance.get_latest_materialization_event(dg.AssetKey("raw_catalogue"))
+    return event.asset_materialization.tags["dagster/data_version"]
 
 
 def lineage(path: Path) -> dict:
