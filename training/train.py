@@ -285,7 +285,7 @@ def setup(
             config.to_dict(),
             out / "wandb",
             config.wandb_dataset_artifact,
-            name=out.name,
+            name=config.output_dir.rstrip("/").rsplit("/", 1)[-1],
         )
     collator = collator_type(processor, preset, config.max_length)
     use_bf16 = resolve_precision(config.bf16, device)
@@ -539,7 +539,8 @@ def train(config: TrainConfig) -> TrainResult:
             metrics = finish_outputs(run, final_val)
             log_sample_predictions(run)
             run.tracker.set_summary({k: v for k, v in metrics.items() if k != "history"})
-            run.tracker.log_adapter(run.out / ADAPTER_DIR, f"adapter-{run.out.name}", metrics)
+            run_name = run.config.output_dir.rstrip("/").rsplit("/", 1)[-1]
+            run.tracker.log_adapter(run.out / ADAPTER_DIR, f"adapter-{run_name}", metrics)
             publish(run.out, run.config.output_dir)
             report_to_dagster(run, metrics)
         barrier(run.ranks)

@@ -1,0 +1,86 @@
+"""Snapshot identity, the per-sample manifest, and what `gc` may delete (fast, no Dagster)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import polars as pl
+
+from curation.retention import garbage_collect
+from curation.snapshots import snapshot_fingerprint, snapshot_rows
+from schemas.values import TRAINING_ROWS_SCHEMA
+
+
+def test_fingerprint_follows_content_not_key_order() -> None:
+    a = snapshot_fingerprint({"dataset_splits": "s1", "synthetic_variants": "v1"})
+    assert a == snapshot_fingerprint({"synthetic_variants": "v1", "dataset_splits": "s1"})
+    assert a != snapshot_fingerprint({"dataset_splits": "s2", "synthetic_variants": "v1"})
+    assert len(a) == 32
+
+
+def test_manifest_rows_follow_the_dataset_order_and_variants_name_their_parent() -> None:
+    splits = pl.DataFrame(
+        {
+            "row_id": ["t1", "v1", "t2", "x1"],
+            "row_index": [0, 1, 2, 3],
+            "split": ["train", "validation", "train", "test"],
+            "sha256": ["a", "b", "c", "d"],
+            "image_path": ["/d/images/a.png", "/d/images/b.png", "/d/images/c.png", "/d/i/d.png"],
+        }
+    )
+    variants = pl.DataFrame(
+        {
+            "variant_id": ["t2~crop"],
+            "parent_row_id": ["t2"],
+            "sha256": ["e"],
+            "image_path": ["/d/images/e.jpg"],
+        }
+    )
+    rows = snapshot_rows(splits, variants)
+    assert rows.schema == pl.Schema(TRAINING_ROWS_SCHEMA)
+    assert rows["row_id"].to_list() == ["t1", "t2", "t2~crop", "v1", "x1"]
+    variant = rows.filter(pl.col("is_synthetic")).row(0, named=True)
+    assert variant["parent_row_id"] == "t2" and variant["row_index"] == 2
+    assert variant["image_sha256"] == "e" and variant["split"] == "train"
+    assert rows.filter(~pl.col("is_synthetic"))["parent_row_id"].null_count() == 4
+
+
+def write(path: Path, data: bytes | str = b"x") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data.encode() if isinstance(data, str) else data)
+    return path
+
+
+def test_gc_keeps_what_checkpoints_and_the_pipeline_need(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    kept, latest, orphan = ("a" * 32), ("b" * 32), ("c" * 32)
+    for name in (kept, latest, orphan):
+        write(data / "hf_dataset" / name / "snapshot.json", "{}")
+    write(data / "hf_dataset" / "LATEST", f"{latest}\n")
+    write(data / "hf_dataset" / "notes.txt", "not a snapshot: left alone")
+    images = data / "images"
+    trained = write(images / "11" / f"{'1' * 64}.jpg")
+    current = write(images / "22" / f"{'2' * 64}.png")
+    stray = write(images / "33" / f"{'3' * 64}.png")
+    model = data / "models" / "run1"
+    write(
+        model / "lineage.json",
+        json.dumps({"dataset_snapshot": {"uri": str(data / "hf_dataset" / kept)}}),
+    )
+    pl.DataFrame({"row_id": ["r"], "image_sha256": ["1" * 64]}).write_parquet(
+        model / "training_rows.parquet"
+    )
+    pl.DataFrame({"row_id": ["r"], "path": [str(current)]}).write_parquet(
+        data / "product_images.parquet"
+    )
+
+    dry = garbage_collect(str(data), dry_run=True)
+    assert dry.removed_snapshots == [orphan] and dry.removed_images == [str(stray)]
+    assert (data / "hf_dataset" / orphan).exists() and stray.exists()
+
+    report = garbage_collect(str(data))
+    assert sorted(report.kept_snapshots) == [kept, latest]
+    assert not (data / "hf_dataset" / orphan).exists() and not stray.exists()
+    assert trained.exists() and current.exists() and report.kept_images == 2
+    assert (data / "hf_dataset" / "notes.txt").exists()
