@@ -17,7 +17,7 @@ import dagster as dg
 
 from assets.resources import PipelineSettings
 from assets.values_io import VALUES_IO_MANAGER_KEY as VALUES_IO
-from curation.images.store import write_bytes_atomic
+from schemas.atomic import write_bytes_atomic
 from schemas.lineage import TRAINING_ROWS_FILE
 from schemas.values import DatasetSnapshot, ModelCheckpoint
 from training.config import EvalConfig, TrainConfig

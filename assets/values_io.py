@@ -9,7 +9,7 @@ import dagster as dg
 import fsspec
 from pydantic import BaseModel
 
-from curation.images.store import write_bytes_atomic
+from schemas.atomic import write_bytes_atomic
 
 VALUES_IO_MANAGER_KEY = "values_io_manager"
 

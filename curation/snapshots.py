@@ -25,7 +25,8 @@ import polars as pl
 
 from curation.catalogue import frame_fingerprint
 from curation.export import build_dataset_dict, save_dataset_dict
-from curation.images.store import exists, write_bytes_atomic
+from curation.images.store import exists
+from schemas.atomic import write_bytes_atomic
 from schemas.lineage import SNAPSHOT_INFO_FILE, SNAPSHOT_ROWS_FILE
 from schemas.tables import SPLIT_NAMES
 from schemas.values import TRAINING_ROWS_SCHEMA
