@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import curation.markdown
 from schemas.atomic import write_text_atomic
 
 RESULTS_PATH = Path(__file__).resolve().parent / "RESULTS.md"
@@ -96,7 +97,7 @@ def _cell(value: Any) -> str:
         return f"{value:.3g}"
     if isinstance(value, int) and not isinstance(value, bool):
         return f"{value:,}"
-    return str(value).replace("|", "\\|")
+    return str(value)
 
 
 def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
@@ -104,9 +105,8 @@ def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
     columns: list[str] = []
     for row in rows:
         columns.extend(key for key in row if key not in columns)
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(_cell(row.get(col)) for col in columns) + " |" for row in rows]
-    return "\n".join(lines)
+    cells = [[row.get(col) for col in columns] for row in rows]
+    return curation.markdown.markdown_table(columns, cells, format_cell=_cell)
 
 
 def ratio(baseline_seconds: float | None, ours_seconds: float | None) -> float | None:

@@ -180,10 +180,10 @@ def batch_shape(run: Any, n_rows: int = 64) -> dict[str, float]:
 
 
 def held_out(run: Any, eval_samples: int) -> dict[str, Any]:
+    from schemas.prompt import parse_answer
     from training.evaluate import (
         baselines,
         original_train_truths,
-        parse_answer,
         score,
         truth_of,
     )

@@ -22,6 +22,7 @@ import polars as pl
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
+from curation.titles import normalise_title
 from schemas.tables import DUPLICATE_CLUSTERS_SCHEMA, IMAGE_HASHES_SCHEMA, empty_frame
 
 # Thresholds chosen on the procedural labelled set in tests/curation/test_dedupe.py: 40 base
@@ -393,15 +394,6 @@ def _sha_components(shas: pl.DataFrame, max_phash: int, max_dhash: int) -> np.nd
     return labels
 
 
-def _normalise_title(title: pl.Expr) -> pl.Expr:
-    return (
-        title.fill_null("")
-        .str.to_lowercase()
-        .str.replace_all(r"[^\p{L}\p{N}]+", " ")
-        .str.strip_chars()
-    )
-
-
 def _jaccard(a: str, b: str) -> float:
     ta, tb = set(a.split()), set(b.split())
     return len(ta & tb) / len(ta | tb) if ta | tb else 1.0
@@ -481,7 +473,7 @@ def duplicate_clusters(
         .sort("row_index")
         .with_columns(
             area=(pl.col("width").fill_null(0) * pl.col("height").fill_null(0)),
-            title_norm=_normalise_title(pl.col("title")),
+            title_norm=normalise_title(pl.col("title")),
         )
     )
     if rows.is_empty():

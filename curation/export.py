@@ -26,9 +26,7 @@ from curation.splits import split_counts_table
 from curation.variants import variant_kind_counts
 from schemas.atomic import replace_directory
 from schemas.prompt import DEFAULT_QUESTION, format_answer
-from schemas.tables import SPLIT_NAMES
-
-LABEL_COLUMNS: tuple[str, ...] = ("title", "category1_code", "category2_code", "category3_code")
+from schemas.tables import LABEL_COLUMNS, SPLIT_NAMES
 
 # Content items share one struct type ({type, text}) so Arrow can store user and assistant
 # turns in one column; an image item has text None, as TRL's VLM collators expect.
@@ -41,8 +39,7 @@ FEATURES = datasets.Features(
         "row_id": datasets.Value("string"),
         # null for real rows (they have no parent); a variant's real train row otherwise.
         "parent_row_id": datasets.Value("string"),
-        **{c: datasets.Value("string") for c in LABEL_COLUMNS},
-        "full_price": datasets.Value("float64"),
+        **{c: datasets.Value("float64" if c == "full_price" else "string") for c in LABEL_COLUMNS},
         "is_synthetic": datasets.Value("bool"),
     }
 )
@@ -67,9 +64,8 @@ def _records(frame: pl.DataFrame, id_col: str, parent_col: str | None) -> dict[s
             f"{missing.height} rows have no normalised image, e.g. {missing[id_col][0]}: "
             "rematerialize product_images"
         )
-    rows = frame.select(
-        "normalised_path", "question", id_col, *LABEL_COLUMNS, pl.col("full_price").cast(pl.Float64)
-    ).to_dicts()
+    labels = [pl.col(c).cast(pl.Float64) if c == "full_price" else pl.col(c) for c in LABEL_COLUMNS]
+    rows = frame.select("normalised_path", "question", id_col, *labels).to_dicts()
     answers = [format_answer(r["title"], r["category3_code"], r["full_price"]) for r in rows]
     parents = frame[parent_col].to_list() if parent_col else [None] * len(rows)
     return {
@@ -80,7 +76,6 @@ def _records(frame: pl.DataFrame, id_col: str, parent_col: str | None) -> dict[s
         "row_id": [r[id_col] for r in rows],
         "parent_row_id": parents,
         **{c: [r[c] for r in rows] for c in LABEL_COLUMNS},
-        "full_price": [r["full_price"] for r in rows],
         "is_synthetic": [parent_col is not None] * len(rows),
     }
 

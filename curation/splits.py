@@ -17,6 +17,7 @@ import polars as pl
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
+from curation.titles import normalise_title
 from schemas.tables import CURATED_PRODUCTS_SCHEMA, DATASET_SPLITS_SCHEMA, SPLIT_NAMES
 
 DEFAULT_FRACTIONS: tuple[float, float, float] = (0.8, 0.1, 0.1)
@@ -57,18 +58,6 @@ Split rule (splits-v1).
 """
 
 
-def normalise_titles(titles: pl.Expr) -> pl.Expr:
-    """Lower-case, punctuation to spaces, whitespace collapsed: 'Check-Scarf ' == 'check scarf'.
-
-    Titles that are all punctuation keep their lower-cased text so they don't all collide on ''.
-    """
-    lowered = titles.fill_null("").str.to_lowercase()
-    cleaned = (
-        lowered.str.replace_all(r"[^\w\s]", " ").str.replace_all(r"\s+", " ").str.strip_chars()
-    )
-    return pl.when(cleaned == "").then(lowered.str.strip_chars()).otherwise(cleaned)
-
-
 def _stable_unit(keys: Sequence[str], salt: str) -> np.ndarray:
     """sha256 -> [0, 1): unlike polars' hash this is stable across library versions and runs."""
     out = np.empty(len(keys), dtype=np.float64)
@@ -101,8 +90,8 @@ def _group_keys(curated: pl.DataFrame) -> pl.Series:
     """Connected components over (row, title) and (row, cluster) edges; key = min title."""
     n = curated.height
     ids = curated.select(
-        norm=normalise_titles(pl.col("title")),
-        title_node=normalise_titles(pl.col("title")).rank("dense").cast(pl.Int64) - 1,
+        norm=normalise_title(pl.col("title")),
+        title_node=normalise_title(pl.col("title")).rank("dense").cast(pl.Int64) - 1,
         # A missing cluster means "no known duplicates": the row's own id keeps it a singleton.
         cluster_node=pl.coalesce("cluster_id", "row_id").rank("dense").cast(pl.Int64) - 1,
     )
@@ -210,7 +199,7 @@ def groups_straddling_splits(splits: pl.DataFrame) -> pl.DataFrame:
         "split",
         group_key=pl.col("group_key"),
         cluster_id=pl.col("cluster_id"),
-        title=normalise_titles(pl.col("title")),
+        title=normalise_title(pl.col("title")),
     )
     frames = [
         links.filter(pl.col(col).is_not_null())

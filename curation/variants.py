@@ -21,7 +21,7 @@ from PIL import Image, ImageEnhance
 from curation.images.decode import encode_jpeg, load_normalised
 from curation.images.store import exists, sha256_hex, store_image_bytes
 from schemas.prompt import DEFAULT_QUESTION
-from schemas.tables import SYNTHETIC_VARIANTS_SCHEMA, empty_frame
+from schemas.tables import LABEL_COLUMNS, SYNTHETIC_VARIANTS_SCHEMA, empty_frame
 
 # Bump when an op's behaviour changes: it is part of every variant_id, so old variants are not
 # reused under the new rules.
@@ -38,14 +38,6 @@ PARAPHRASES: tuple[str, ...] = (
     "Can you tell me what this product is?",
     "What am I looking at in this photo?",
     "Name the product in the image, with category and price.",
-)
-
-LABEL_COLUMNS: tuple[str, ...] = (
-    "title",
-    "category1_code",
-    "category2_code",
-    "category3_code",
-    "full_price",
 )
 
 # Quality for ops other than "jpeg": high enough that they do not add compression artefacts of

@@ -27,6 +27,14 @@ CATALOGUE_COLUMNS: tuple[str, ...] = (
     "price_eur",
     "flg_discount",
 )
+# What a product is labelled with: copied onto each of its variants and exported with each image.
+LABEL_COLUMNS: tuple[str, ...] = (
+    "title",
+    "category1_code",
+    "category2_code",
+    "category3_code",
+    "full_price",
+)
 
 # Without these a row cannot become a training sample; the rest are optional (filled with null).
 REQUIRED_CATALOGUE_COLUMNS: tuple[str, ...] = (

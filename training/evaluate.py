@@ -13,7 +13,6 @@ import base64
 import html
 import io
 import json
-import re
 import statistics
 from collections import Counter
 from collections.abc import Sequence
@@ -23,6 +22,7 @@ from typing import Any
 import torch
 
 from schemas.atomic import write_text_atomic
+from schemas.prompt import ParsedAnswer, parse_answer
 from training.artefacts import load_model_for_eval
 from training.config import EvalConfig
 from training.data import load_splits
@@ -38,36 +38,6 @@ METRIC_KEYS: tuple[str, ...] = (
     "price_mape",
 )
 TRUTH_COLUMNS: tuple[str, ...] = ("title", "category3_code", "full_price")
-PRICE_RE = re.compile(r"\d+(?:\.\d+)?")
-PRODUCT_PREFIX = "Product: "
-CATEGORY_SEP = ", Category: "
-PRICE_SEP = ", Full Price: "
-
-
-@dataclass(frozen=True)
-class ParsedAnswer:
-    title: str
-    category: str
-    price: float
-
-
-def parse_answer(text: str | None) -> ParsedAnswer | None:
-    """`Product: {title}, Category: {category}, Full Price: {price}` or None.
-
-    Split from the right (titles may contain commas, even ", Category: "); every part must be
-    non-empty and the price a plain number; trailing text after the price is a miss."""
-    if not text:
-        return None
-    text = text.strip()
-    if not text.startswith(PRODUCT_PREFIX) or PRICE_SEP not in text:
-        return None
-    head, price_text = text[len(PRODUCT_PREFIX) :].rsplit(PRICE_SEP, 1)
-    if CATEGORY_SEP not in head or not PRICE_RE.fullmatch(price_text.strip()):
-        return None
-    title, category = (part.strip() for part in head.rsplit(CATEGORY_SEP, 1))
-    if not title or not category:
-        return None
-    return ParsedAnswer(title=title, category=category, price=float(price_text))
 
 
 def _normalise(text: str) -> str:

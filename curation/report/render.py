@@ -8,7 +8,6 @@ punctuation, so a title like `[x](javascript:…)` stays text in Dagster's viewe
 from __future__ import annotations
 
 import html
-import re
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -16,17 +15,11 @@ from typing import Any
 import jinja2
 from markupsafe import Markup
 
+from curation.markdown import escape_markdown, markdown_table
 from curation.report.plots import OTHER_COLOUR, OUTCOME_COLOURS
 from curation.report.sections import Section
 from curation.report.statistics import Table, fmt_cell, pct
 from schemas.tables import OUTCOME_CURATED
-
-# Not "_": CommonMark ignores it inside words, and codes like download_failed stay readable.
-_MD_SPECIAL = re.compile(r"([\\`*\[\]<>|~#&!])")
-
-
-def _md(text: str) -> str:
-    return _MD_SPECIAL.sub(r"\\\1", text.replace("\r", " ").replace("\n", " "))
 
 
 def _align(t: Table) -> str:
@@ -35,15 +28,13 @@ def _align(t: Table) -> str:
 
 
 def _md_table(t: Table) -> str:
-    lines = [f"**{_md(t.title)}**", ""]
+    lines = [f"**{escape_markdown(t.title)}**", ""]
     if t.rows:
-        lines.append("| " + " | ".join(_md(h) for h in t.headers) + " |")
-        lines.append("|" + "|".join("---:" if a == "r" else "---" for a in _align(t)) + "|")
-        lines += ["| " + " | ".join(_md(fmt_cell(c)) for c in row) + " |" for row in t.rows]
+        lines.append(markdown_table(t.headers, t.rows, align=_align(t), format_cell=fmt_cell))
     else:
         lines.append("None.")
     if t.note:
-        lines += ["", f"*{_md(t.note)}*"]
+        lines += ["", f"*{escape_markdown(t.note)}*"]
     return "\n".join(lines)
 
 
@@ -56,7 +47,7 @@ def headline(counts: list[tuple[str, int]]) -> str:
 
 
 def render_markdown(counts: list[tuple[str, int]], sections: list[Section]) -> str:
-    parts = [f"**{_md(headline(counts))}**"]
+    parts = [f"**{escape_markdown(headline(counts))}**"]
     for s in sections:
         parts.append(f"### {s.heading}")
         parts += [_md_table(t) for t in s.tables]

@@ -13,13 +13,13 @@ from curation.splits import (
     assign_splits,
     groups_straddling_splits,
     hash_splits,
-    normalise_titles,
     proportion_tolerance,
     split_counts_table,
     split_fractions,
     split_proportion_errors,
     strata_missing_splits,
 )
+from curation.titles import normalise_title
 from schemas.tables import CURATED_PRODUCTS_SCHEMA, DATASET_SPLITS_SCHEMA, SPLIT_NAMES
 
 # Spellings of one product that must land in one group (case, punctuation, spacing).
@@ -55,7 +55,7 @@ fast = settings(max_examples=40, deadline=None, suppress_health_check=[HealthChe
 
 
 def assert_no_straddle(splits: pl.DataFrame) -> None:
-    by = splits.with_columns(norm=normalise_titles(pl.col("title")))
+    by = splits.with_columns(norm=normalise_title(pl.col("title")))
     for col in ("group_key", "norm"):
         assert by.group_by(col).agg(pl.col("split").n_unique())["split"].max() == 1
     clustered = by.filter(pl.col("cluster_id").is_not_null())

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from schemas.prompt import format_answer
+from schemas.prompt import ParsedAnswer, format_answer, parse_answer
 from training.evaluate import (
-    ParsedAnswer,
     Truth,
     baselines,
-    parse_answer,
     score,
     title_similarity,
 )
