@@ -87,8 +87,9 @@ def referenced_images(data_dir: str, snapshots: set[str]) -> tuple[set[str], set
             continue
         frame = read_parquet(uri)
         names |= _addresses(frame, images_root)
-        if "image_sha256" in frame.columns:
-            hashes |= set(frame["image_sha256"].drop_nulls())
+        for column in ("image_sha256", "normalised_sha256"):
+            if column in frame.columns:
+                hashes |= set(frame[column].drop_nulls())
     return names, hashes
 
 

@@ -35,9 +35,6 @@ from schemas.values import TRAINING_ROWS_SCHEMA
 EXPORT_FORMAT = "hf-datasetdict-v1"
 LATEST_FILE = "LATEST"
 LEDGERS_DIR = "ledgers"
-# Issue 12 adds the normalised image's address to product_images; when dataset_splits carries
-# it, the manifest keeps it beside the stored original's.
-NORMALISED_ADDRESS_COLUMN = "normalised_image_path"
 
 
 @dataclass(frozen=True)
@@ -61,18 +58,25 @@ def snapshot_fingerprint(content_versions: Mapping[str, str]) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:32]
 
 
+def _image_columns() -> list[pl.Expr]:
+    differs = pl.col("normalised_sha256") != pl.col("sha256")
+    return [
+        pl.col("sha256").alias("image_sha256"),
+        "image_path",
+        pl.when(differs).then(pl.col("normalised_sha256")).alias("normalised_sha256"),
+        pl.when(differs).then(pl.col("normalised_path")).alias("normalised_path"),
+    ]
+
+
 def snapshot_rows(splits: pl.DataFrame, variants: pl.DataFrame) -> pl.DataFrame:
     """The manifest, in the DatasetDict's order: per split the real rows, train then variants."""
-    extra = [NORMALISED_ADDRESS_COLUMN] if NORMALISED_ADDRESS_COLUMN in splits.columns else []
     real = splits.select(
         "row_id",
         "row_index",
         "split",
         pl.lit(False).alias("is_synthetic"),
         pl.lit(None, pl.String).alias("parent_row_id"),
-        pl.col("sha256").alias("image_sha256"),
-        "image_path",
-        *extra,
+        *_image_columns(),
     )
     parent_index = splits.select(pl.col("row_id").alias("parent_row_id"), "row_index")
     synthetic = variants.join(parent_index, on="parent_row_id", how="left").select(
@@ -81,9 +85,7 @@ def snapshot_rows(splits: pl.DataFrame, variants: pl.DataFrame) -> pl.DataFrame:
         pl.lit("train").alias("split"),
         pl.lit(True).alias("is_synthetic"),
         "parent_row_id",
-        pl.col("sha256").alias("image_sha256"),
-        "image_path",
-        *[pl.lit(None, pl.String).alias(c) for c in extra],
+        *_image_columns(),
     )
     parts = []
     for name in SPLIT_NAMES:

@@ -11,8 +11,9 @@ import polars as pl
 from pydantic import BaseModel, ConfigDict
 
 # {model_dir}/training_rows.parquet (and {snapshot}/rows.parquet, which it copies): one row per
-# sample a checkpoint saw or was judged on. `image_sha256` is the stored original's hash;
-# `image_path` its address in the store. A variant has its own image and its parent's row_index.
+# sample a checkpoint saw or was judged on. `image_sha256` / `image_path`: the stored original;
+# `normalised_sha256` / `normalised_path`: the normalised picture the dataset embeds, null where
+# it is the original itself. A variant has its own image and its parent's row_index.
 TRAINING_ROWS_SCHEMA: dict[str, pl.DataType] = {
     "row_id": pl.String(),
     "row_index": pl.Int64(),
@@ -21,6 +22,8 @@ TRAINING_ROWS_SCHEMA: dict[str, pl.DataType] = {
     "parent_row_id": pl.String(),
     "image_sha256": pl.String(),
     "image_path": pl.String(),
+    "normalised_sha256": pl.String(),
+    "normalised_path": pl.String(),
 }
 
 

@@ -34,8 +34,15 @@ def write_snapshot(data_dir: Path) -> DatasetSnapshot:
                 "parent_row_id": dsd[name]["parent_row_id"],
                 "image_sha256": [f"sha-{i}" for i in range(len(dsd[name]))],
                 "image_path": [None] * len(dsd[name]),
+                "normalised_sha256": [None] * len(dsd[name]),
+                "normalised_path": [None] * len(dsd[name]),
             },
-            schema_overrides={"parent_row_id": pl.String, "image_path": pl.String},
+            schema_overrides={
+                "parent_row_id": pl.String,
+                "image_path": pl.String,
+                "normalised_sha256": pl.String,
+                "normalised_path": pl.String,
+            },
         )
         for name in dsd
     )

@@ -27,6 +27,8 @@ def test_manifest_rows_follow_the_dataset_order_and_variants_name_their_parent()
             "split": ["train", "validation", "train", "test"],
             "sha256": ["a", "b", "c", "d"],
             "image_path": ["/d/images/a.png", "/d/images/b.png", "/d/images/c.png", "/d/i/d.png"],
+            "normalised_sha256": ["a", "b2", "c", "d"],
+            "normalised_path": ["/d/images/a.png", "/d/images/b2.png", "/d/images/c.png", "/d/d"],
         }
     )
     variants = pl.DataFrame(
@@ -35,6 +37,8 @@ def test_manifest_rows_follow_the_dataset_order_and_variants_name_their_parent()
             "parent_row_id": ["t2"],
             "sha256": ["e"],
             "image_path": ["/d/images/e.jpg"],
+            "normalised_sha256": ["e"],
+            "normalised_path": ["/d/images/e.jpg"],
         }
     )
     rows = snapshot_rows(splits, variants)
@@ -44,6 +48,9 @@ def test_manifest_rows_follow_the_dataset_order_and_variants_name_their_parent()
     assert variant["parent_row_id"] == "t2" and variant["row_index"] == 2
     assert variant["image_sha256"] == "e" and variant["split"] == "train"
     assert rows.filter(~pl.col("is_synthetic"))["parent_row_id"].null_count() == 4
+    # The normalised picture is named only where it is not the original itself.
+    assert rows["normalised_sha256"].to_list() == [None, None, None, "b2", None]
+    assert rows.filter(pl.col("row_id") == "v1")["normalised_path"][0] == "/d/images/b2.png"
 
 
 def write(path: Path, data: bytes | str = b"x") -> Path:
