@@ -15,6 +15,7 @@ from typing import Any
 
 import dagster as dg
 
+from assets.dataset import DATASET_ARTIFACT
 from assets.resources import PipelineSettings
 from assets.values_io import VALUES_IO_MANAGER_KEY as VALUES_IO
 from schemas.atomic import write_bytes_atomic
@@ -89,7 +90,7 @@ def lora_adapter(
         cache_dir=pipeline.path("models", "base_cache"),
         preset=pipeline.model_preset,
         wandb_mode=pipeline.wandb_mode,
-        wandb_dataset_artifact=f"catalogue-dataset:{training_dataset.fingerprint}",
+        wandb_dataset_artifact=f"{DATASET_ARTIFACT}:{training_dataset.fingerprint}",
         lineage={
             "catalogue_uri": training_dataset.catalogue_uri,
             "catalogue_data_version": training_dataset.catalogue_data_version,
