@@ -7,7 +7,7 @@ from assets._common import counts_markdown, frame_markdown, table_output
 from assets.images import previous_table
 from assets.resources import PipelineSettings
 from assets.values_io import VALUES_IO_MANAGER_KEY
-from curation.catalogue import frame_fingerprint, resolve_catalogue_uri
+from curation.catalogue import frame_fingerprint
 from curation.export import dataset_card, log_dataset_artifact
 from curation.snapshots import publish_snapshot
 from curation.splits import (
@@ -152,7 +152,7 @@ def training_dataset(
         split_sizes=info.split_sizes,
         rows_uri=info.rows_uri,
         ledger_uri=info.ledger_uri,
-        catalogue_uri=resolve_catalogue_uri(pipeline.catalogue_uri, pipeline.data_dir),
+        catalogue_uri=pipeline.resolved_catalogue_uri(),
         catalogue_data_version=upstream["raw_catalogue"],
         upstream_data_versions=upstream,
     )
