@@ -9,7 +9,6 @@ and what to evaluate arrive as inputs (`DatasetSnapshot`, `ModelCheckpoint`), ne
 
 import dataclasses
 import json
-import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -22,6 +21,8 @@ from schemas.atomic import write_bytes_atomic
 from schemas.lineage import TRAINING_ROWS_FILE
 from schemas.values import DatasetSnapshot, ModelCheckpoint
 from training.config import EvalConfig, TrainConfig
+from training.distributed import launch_command
+from training.eval_page import evaluation_failures
 
 GROUP = "model"
 CHECK_NAME = "tuned_beats_base_and_baselines"
@@ -37,6 +38,9 @@ class LoraTrainingConfig(dg.Config):
     lora_r: int | None = None
     image_size: int | None = None
     eval_every_steps: int | None = None
+    # Data-parallel processes on the node (one per GPU; CPU ranks use gloo): training runs
+    # under `accelerate launch`, the global batch is per_device_batch_size x num_processes.
+    num_processes: int = 1
 
 
 class EvaluationConfig(dg.Config):
@@ -45,13 +49,12 @@ class EvaluationConfig(dg.Config):
 
 
 def _run_module(
-    context: dg.AssetExecutionContext, module: str, config_uri: str
+    context: dg.AssetExecutionContext, module: str, config_uri: str, processes: int = 1
 ) -> dg.MaterializeResult:
     """`python -m module --config uri` under Dagster Pipes: logs stream into this run, and the
     process reports its results back (no output file is read from a local path here)."""
     invocation = dg.PipesSubprocessClient().run(
-        command=[sys.executable, "-m", module, "--config", config_uri],
-        context=context,
+        command=launch_command(module, config_uri, processes), context=context
     )
     return invocation.get_materialize_result()
 
@@ -82,7 +85,9 @@ def lora_adapter(
     """A LoRA adapter (safetensors), lineage.json and training_rows.parquet under
     {PIPELINE_DATA_DIR}/models/{run_id}/, trained on the snapshot `training_dataset` holds."""
     model_dir = _run_folder(context, pipeline)
-    overrides = {k: v for k, v in config.model_dump().items() if v is not None}
+    launch = config.model_dump()
+    processes = launch.pop("num_processes")
+    overrides = {k: v for k, v in launch.items() if v is not None}
     train_config = TrainConfig(
         dataset_dir=training_dataset.uri,
         output_dir=model_dir,
@@ -100,9 +105,8 @@ def lora_adapter(
         },
         **overrides,
     )
-    reported = _run_module(
-        context, "training.train", _save_config(train_config, f"{model_dir}/train_config.json")
-    )
+    config_uri = _save_config(train_config, f"{model_dir}/train_config.json")
+    reported = _run_module(context, "training.train", config_uri, processes)
     if reported.data_version is None:
         raise dg.Failure("training.train reported no adapter fingerprint through Pipes")
     checkpoint = ModelCheckpoint(
@@ -122,21 +126,6 @@ def lora_adapter(
             **{f"rows/{name}": n for name, n in training_dataset.split_sizes.items()},
         },
     )
-
-
-def evaluation_failures(metrics: Mapping[str, Any]) -> list[str]:
-    """Why a tuned model does not beat its base and the no-model baselines (empty: it does)."""
-    tuned_acc = metrics.get("tuned/category_accuracy") or 0.0
-    tuned_mae = metrics.get("tuned/price_mae")
-    failures = []
-    if tuned_acc <= (metrics.get("base/category_accuracy") or 0.0):
-        failures.append("category accuracy not above base")
-    if tuned_acc <= (metrics.get("majority_category/category_accuracy") or 0.0):
-        failures.append("category accuracy not above the majority baseline")
-    baseline_mae = metrics.get("median_price/price_mae")
-    if tuned_mae is None or (baseline_mae is not None and tuned_mae >= baseline_mae):
-        failures.append("price MAE not below the median-price baseline")
-    return failures
 
 
 @dg.asset(

@@ -9,9 +9,6 @@ either parses completely or counts as a miss, and price errors are over parsed a
 from __future__ import annotations
 
 import argparse
-import base64
-import html
-import io
 import json
 import statistics
 from collections import Counter
@@ -26,6 +23,7 @@ from schemas.prompt import ParsedAnswer, parse_answer
 from training.artefacts import load_model_for_eval
 from training.config import EvalConfig
 from training.data import load_splits
+from training.eval_page import flat_metrics, headline_table, render_page
 from training.generate import generate_answers
 from training.pipes import dagster_pipes_session, report_materialization
 from training.storage import fetch, join
@@ -131,39 +129,6 @@ def original_train_truths(train: Any) -> list[Truth]:
     return [truth_of(r) for r in train.select_columns(columns) if not r.get("is_synthetic")]
 
 
-def thumbnail_data_uri(image: Any, size: int = 96) -> str:
-    thumb = image.convert("RGB").copy()
-    thumb.thumbnail((size, size))
-    buffer = io.BytesIO()
-    thumb.save(buffer, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
-
-
-def render_html(
-    rows: Sequence[dict[str, Any]], predictions: dict[str, list[str]], limit: int
-) -> str:
-    """A self-contained page (inline thumbnails): truth vs each model's raw answer."""
-    names = list(predictions)
-    head = "".join(f"<th>{html.escape(n)}</th>" for n in names)
-    body = []
-    for i, row in enumerate(rows[:limit]):
-        cells = []
-        for name in names:
-            text = predictions[name][i]
-            ok = parse_answer(text) is not None and text.strip() == row["answer"]
-            cells.append(f"<td class={'ok' if ok else 'bad'}>{html.escape(text)}</td>")
-        body.append(
-            f"<tr><td><img src='{thumbnail_data_uri(row['image'])}'></td>"
-            f"<td>{html.escape(row['answer'])}</td>{''.join(cells)}</tr>"
-        )
-    style = "td{font:12px monospace;padding:4px;border:1px solid #ddd}.ok{background:#dfd}"
-    return (
-        f"<!doctype html><html><head><meta charset='utf-8'><title>eval</title><style>{style}"
-        f"</style></head><body><table><tr><th>image</th><th>truth</th>{head}</tr>"
-        f"{''.join(body)}</table></body></html>"
-    )
-
-
 def evaluate(config: EvalConfig) -> dict[str, Any]:
     model_dir = fetch(config.model_dir)  # a local copy when the model is on an object store
     out_dir = config.output_dir or config.model_dir
@@ -194,19 +159,10 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
         for i, r in enumerate(rows[:20])
     ]
     write_text_atomic(join(out_dir, "eval.json"), json.dumps(result, indent=2))
-    write_text_atomic(join(out_dir, "eval.html"), render_html(rows, predictions, config.html_rows))
+    tuned = [parse_answer(text) for text in predictions["tuned"]]
+    page = render_page(result, rows, truths, tuned, predictions, config.html_rows)
+    write_text_atomic(join(out_dir, "eval.html"), page)
     return result
-
-
-def flat_metrics(result: dict[str, Any]) -> dict[str, Any]:
-    """`who/metric` -> value for every numeric metric (the asset's metadata and its check)."""
-    blocks = [("tuned", result["tuned"]), ("base", result["base"]), *result["baselines"].items()]
-    flat: dict[str, Any] = {"n_test": result["n_test"]}
-    for who, block in blocks:
-        for metric, value in block.items():
-            if isinstance(value, int | float) and not isinstance(value, bool):
-                flat[f"{who}/{metric}"] = value
-    return flat
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -215,7 +171,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with dagster_pipes_session():
         result = evaluate(EvalConfig.load(args.config))
-        report_materialization(flat_metrics(result))
+        # The page's headline table rides along, so the UI shows it without opening eval.html.
+        report_materialization({**flat_metrics(result), "metrics": headline_table(result)})
     summary = {k: result[k] for k in ("n_test", "tuned", "base", "baselines")}
     for block in (summary["tuned"], summary["base"]):
         block.pop("per_category", None)

@@ -43,5 +43,12 @@ def report_materialization(metadata: dict[str, Any], data_version: str | None = 
     """Hand the asset its result (metadata + data version) through Pipes; no-op outside Pipes,
     so the launching asset never reads result files from a path it may not share."""
     if _session is not None:
-        plain = {k: v for k, v in metadata.items() if isinstance(v, str | int | float | bool)}
+        plain = {k: v for k, v in metadata.items() if _reportable(v)}
         _session.report_asset_materialization(metadata=plain, data_version=data_version)
+
+
+def _reportable(value: Any) -> bool:
+    """Plain scalars, or a typed Pipes value such as {"raw_value": table, "type": "table"}."""
+    if isinstance(value, dict):
+        return set(value) == {"raw_value", "type"}
+    return isinstance(value, str | int | float | bool)

@@ -137,6 +137,9 @@ def test_train_and_evaluate_assets(tmp_path: Path) -> None:
     assert judged["n_test"].value == 8
     assert judged["model_dir"].value == str(run_dir)
     assert judged["tuned/category_accuracy"].value == evaluation["tuned"]["category_accuracy"]
+    table = judged["metrics"].value  # the eval page's headline, shown in the UI
+    assert [r.data["model"] for r in table.records][:2] == ["tuned", "base"]
+    assert table.records[0].data["parse_rate"] == evaluation["tuned"]["parse_rate"]
     # Training progress streamed into the Dagster run through Pipes.
     messages = [e.user_message for e in instance.all_logs(result.run_id)]
     assert any('"event": "done"' in m for m in messages)

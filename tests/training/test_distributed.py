@@ -25,20 +25,14 @@ from tests.training.conftest import tiny_train_config
 from training.config import EvalConfig
 
 ROOT = Path(__file__).resolve().parents[2]
-ACCELERATE = Path(sys.executable).with_name("accelerate")
 
 
 def launch(config_path: Path, processes: int) -> list[dict[str, Any]]:
-    """`python -m training.train` (1) or `accelerate launch` over N processes; its events."""
-    module = ["-m", "training.train", "--config", str(config_path)]
-    if processes == 1:
-        command = [sys.executable, *module]
-    else:  # --multi_gpu is accelerate's data-parallel mode; without a GPU the ranks use gloo
-        command = [
-            str(ACCELERATE), "launch", "--multi_gpu", "--num_processes", str(processes),
-            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-            "--main_process_port", "0", *module,
-        ]  # fmt: skip
+    """`python -m training.train` (1) or `accelerate launch` over N processes, as the
+    lora_adapter asset launches it; the events rank 0 printed."""
+    from training.distributed import launch_command
+
+    command = launch_command("training.train", str(config_path), processes)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -100,3 +94,15 @@ def test_two_process_run_resumes_from_its_checkpoint_exactly(
     assert a.keys() == b.keys()
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6)
+
+
+def test_launch_command_uses_accelerate_only_for_several_processes():
+    from training.distributed import launch_command
+
+    assert launch_command("training.train", "c.json") == [
+        sys.executable, "-m", "training.train", "--config", "c.json",
+    ]  # fmt: skip
+    command = launch_command("training.train", "c.json", 2)
+    assert command[:4] == [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu"]
+    assert command[command.index("--num_processes") + 1] == "2"
+    assert command[-4:] == ["-m", "training.train", "--config", "c.json"]

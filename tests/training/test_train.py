@@ -149,7 +149,9 @@ def test_evaluate_writes_the_design_shape(trained_run, tiny_dataset_dir, tmp_pat
     assert result["baselines"]["median_price"]["category_accuracy"] is None
     assert 0.0 <= result["tuned"]["parse_rate"] <= 1.0
     page = (tmp_path / "eval.html").read_text()
-    assert page.count("data:image/png;base64,") == 6
+    rows = page[page.index('<table id="rows">') :]
+    assert rows.count("data:image/png;base64,") == 6
+    assert page.index('id="metrics"') < page.index('id="confusion"') < page.index('id="rows"')
 
 
 def test_max_wall_s_stops_training_early(tiny_dataset_dir, tiny_cache_dir, tmp_path):
