@@ -8,7 +8,7 @@ import dagster as dg
 import polars as pl
 
 from curation.catalogue import frame_fingerprint
-from curation.markdown import markdown_table
+from schemas.markdown import markdown_table
 
 PREVIEW_ROWS = 10
 

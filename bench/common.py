@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import curation.markdown
+import schemas.markdown
 from schemas.atomic import write_text_atomic
 
 RESULTS_PATH = Path(__file__).resolve().parent / "RESULTS.md"
@@ -106,7 +106,7 @@ def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
     for row in rows:
         columns.extend(key for key in row if key not in columns)
     cells = [[row.get(col) for col in columns] for row in rows]
-    return curation.markdown.markdown_table(columns, cells, format_cell=_cell)
+    return schemas.markdown.markdown_table(columns, cells, format_cell=_cell)
 
 
 def ratio(baseline_seconds: float | None, ours_seconds: float | None) -> float | None:

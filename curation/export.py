@@ -21,10 +21,10 @@ import fsspec
 import polars as pl
 from fsspec.implementations.local import LocalFileSystem
 
-from curation.markdown import markdown_table
 from curation.splits import split_counts_table
 from curation.variants import variant_kind_counts
 from schemas.atomic import replace_directory
+from schemas.markdown import markdown_table
 from schemas.prompt import DEFAULT_QUESTION, format_answer
 from schemas.tables import LABEL_COLUMNS, SPLIT_NAMES
 

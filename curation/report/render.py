@@ -15,10 +15,10 @@ from typing import Any
 import jinja2
 from markupsafe import Markup
 
-from curation.markdown import escape_markdown, markdown_table
 from curation.report.plots import OTHER_COLOUR, OUTCOME_COLOURS
 from curation.report.sections import Section
 from curation.report.statistics import Table, fmt_cell, pct
+from schemas.markdown import escape_markdown, markdown_table
 from schemas.tables import OUTCOME_CURATED
 
 

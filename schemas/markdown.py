@@ -1,5 +1,6 @@
 """One markdown-table writer: dataset cards, Dagster metadata, the data-quality report and
-bench/RESULTS.md all go through `markdown_table`.
+bench/RESULTS.md all go through `markdown_table`. It lives in `schemas`, the layer everything
+may import (the GPU benchmark box has no curation).
 
 Cells are often catalogue text, which is untrusted: every cell, header and caption is
 backslash-escaped the CommonMark way, so a title like `[x](javascript:…)`, `<img onerror=…>` or
