@@ -14,7 +14,6 @@ import polars as pl
 
 from assets.resources import default_data_dir
 from curation.images.store import exists
-from curation.markdown import markdown_table
 from curation.retention import garbage_collect
 from curation.snapshots import join, read_parquet
 from curation.trace import (
@@ -29,6 +28,7 @@ from curation.trace import (
     snapshot_loads,
     split_counts,
 )
+from schemas.markdown import markdown_table
 
 
 def frame_table(frame: pl.DataFrame) -> str:
