@@ -498,32 +498,3 @@ def duplicate_clusters(
         | pl.col("full_price").ne_missing(pl.col("canonical_full_price")),
     )
     return out.select(list(DUPLICATE_CLUSTERS_SCHEMA)).cast(DUPLICATE_CLUSTERS_SCHEMA)
-
-
-def placeholder_summary(clusters: pl.DataFrame) -> pl.DataFrame:
-    """One row per cluster holding placeholder rows, largest first, for the quality report."""
-    return (
-        clusters.filter(pl.col("is_placeholder"))
-        .group_by("cluster_id")
-        .agg(
-            n_rows=pl.len(),
-            n_images=pl.col("sha256").n_unique(),
-            row_ids=pl.col("row_id").sort_by("row_index"),
-        )
-        .sort(["n_rows", "cluster_id"], descending=[True, False])
-    )
-
-
-def label_conflicts(clusters: pl.DataFrame, images: pl.DataFrame) -> pl.DataFrame:
-    """Every row of each cluster whose rows disagree on category or price, canonical included,
-    so the report shows what the conflicting rows disagree with."""
-    conflicted = clusters.filter(pl.col("label_conflict").any().over("cluster_id"))
-    return (
-        conflicted.select("cluster_id", "row_id", "row_index", "is_canonical", "label_conflict")
-        .join(
-            images.select("row_id", "title", "category3_code", "full_price"),
-            on="row_id",
-            how="left",
-        )
-        .sort(["cluster_id", "row_index"])
-    )

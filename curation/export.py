@@ -212,16 +212,3 @@ def log_dataset_artifact(
         artifact.add_reference(Path(path).resolve().as_uri() if local else out_dir)
         run.log_artifact(artifact, aliases=[alias] if alias else None)
         return f"{run.path}:{safe_name}" + (f":{alias}" if alias else "")
-
-
-def push_to_hub(
-    dsd: datasets.DatasetDict, repo_id: str, token_env: str = "HF_TOKEN", private: bool = True
-) -> str:
-    """Publish to the Hugging Face Hub (opt-in; private unless asked). Returns the commit URL."""
-    token = os.environ.get(token_env)
-    if not token:
-        raise RuntimeError(
-            f"push_to_hub needs a Hugging Face token in ${token_env}; nothing was uploaded"
-        )
-    info = dsd.push_to_hub(repo_id, token=token, private=private)
-    return str(getattr(info, "commit_url", info))

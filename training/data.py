@@ -6,13 +6,11 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from schemas.prompt import DEFAULT_QUESTION
 from training.collate import Sample
-
-SPLITS: tuple[str, ...] = ("train", "validation", "test")
 
 
 def load_splits(dataset_dir: str) -> Any:
@@ -88,7 +86,3 @@ def sorted_ids_sha256(row_ids: Sequence[str]) -> str:
 def split_row_ids_sha256(dataset: Any) -> dict[str, str]:
     """Per split, a hash of its row_id set: two runs trained on the same rows match exactly."""
     return {name: sorted_ids_sha256(dataset[name]["row_id"]) for name in dataset}
-
-
-def iter_rows(split: Any, columns: Sequence[str]) -> Iterator[dict[str, Any]]:
-    yield from split.select_columns(list(columns))

@@ -302,8 +302,10 @@ def fetch_images(
 
     A URL whose image is still in the store is not fetched again when `previous` has it as ok
     or when a run (even one killed half-way) recorded it in the URL index; failures are
-    retried. Threads, not processes: the work waits on the network.
+    retried. Threads, not processes: the work waits on the network. Opening the store sweeps
+    the temporaries a killed run left in it.
     """
+    image_store.remove_stale_temporaries(store_root)
     distinct = list(dict.fromkeys(urls))
     wanted = set(distinct)
     candidates = [row for row in _reuse_candidates(previous) if row["url"] in wanted]

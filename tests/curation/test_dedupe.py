@@ -19,9 +19,7 @@ from curation.dedupe import (
     _band_cover,
     _band_layout,
     duplicate_clusters,
-    label_conflicts,
     near_duplicate_pairs,
-    placeholder_summary,
     popcount64,
 )
 from curation.images.hashing import compute_image_hashes
@@ -401,8 +399,8 @@ def test_placeholder_is_flagged_but_shared_product_photo_is_not() -> None:
     out = duplicate_clusters(images, hashes)
     flagged = out.filter(pl.col("is_placeholder"))["sha256"].unique().to_list()
     assert flagged == ["ph"]
-    summary = placeholder_summary(out)
-    assert summary.height == 1 and summary["n_rows"][0] == len(unrelated)
+    placeholders = out.filter(pl.col("is_placeholder"))
+    assert placeholders["cluster_id"].n_unique() == 1 and placeholders.height == len(unrelated)
 
 
 def test_near_duplicate_cluster_of_unrelated_titles_is_a_placeholder() -> None:
@@ -427,9 +425,10 @@ def test_label_conflicts_are_flagged_not_merged() -> None:
     out = duplicate_clusters(images, _hashes(a=(0, 0), b=(1, 1), c=(FAR, FAR)))
     assert out["label_conflict"].to_list() == [False, True, True, False, False]
     assert out["cluster_size"].to_list() == [4, 4, 4, 4, 1]  # still one cluster
-    report = label_conflicts(out, images)
-    assert report["row_id"].to_list() == ["id0000", "id0001", "id0002", "id0003"]
-    assert report.filter(pl.col("is_canonical"))["category3_code"].to_list() == ["BAGS"]
+    conflicted = out.filter(pl.col("label_conflict").any().over("cluster_id")).sort("row_index")
+    assert conflicted["row_id"].to_list() == ["id0000", "id0001", "id0002", "id0003"]
+    canonical = conflicted.filter(pl.col("is_canonical")).join(images, on="row_id")
+    assert canonical["category3_code"].to_list() == ["BAGS"]
 
 
 def test_empty_input_gives_typed_empty_frame() -> None:

@@ -661,3 +661,17 @@ def test_a_due_retry_that_outlives_its_deadline_keeps_its_error(tmp_path: Path) 
     time.sleep(0.02)
     row = batch._attempt(job, str(tmp_path), FAST)
     assert row is not None and (row["reason"], row["attempts"]) == ("http_status: 503", 2)
+
+
+def test_opening_the_store_sweeps_orphaned_temporaries_only(tmp_path: Path) -> None:
+    """A temporary a killed run left behind goes when the next batch opens the store; a young
+    one may belong to a live writer and stays."""
+    folder = tmp_path / "images" / "ab"
+    folder.mkdir(parents=True)
+    orphan, live = folder / ".tmp-orphan.part", folder / ".tmp-live.part"
+    for path in (orphan, live):
+        path.write_bytes(b"half")
+    hour_ago = time.time() - 3600
+    os.utime(orphan, (hour_ago, hour_ago))
+    fetch_images([], str(tmp_path), FAST)
+    assert not orphan.exists() and live.exists()

@@ -15,7 +15,6 @@ from curation.export import (
     build_dataset_dict,
     dataset_card,
     log_dataset_artifact,
-    push_to_hub,
     save_dataset_dict,
 )
 from curation.splits import SPLIT_RULE_DOC
@@ -112,13 +111,6 @@ def test_variant_with_held_out_parent_is_rejected(saved: dict) -> None:
     bad = saved["variants"].head(1).with_columns(parent_row_id=pl.lit(held_out))
     with pytest.raises(ValueError, match="parent outside train"):
         build_dataset_dict(saved["splits"], bad)
-
-
-def test_push_to_hub_needs_a_token(saved: dict, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("HF_TOKEN_FOR_TEST", raising=False)
-    dsd = build_dataset_dict(saved["splits"].head(0), saved["variants"].head(0))
-    with pytest.raises(RuntimeError, match=r"\$HF_TOKEN_FOR_TEST"):
-        push_to_hub(dsd, "someone/catalogue", token_env="HF_TOKEN_FOR_TEST")
 
 
 def test_wandb_artifact_offline_by_default_and_off_when_disabled(
