@@ -3,7 +3,9 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-stamp
+# What is installed: the runtime set (make demo and the pipeline) or that plus the dev extras.
+RUNTIME_STAMP := $(VENV)/.runtime-stamp
+DEV_STAMP := $(VENV)/.dev-stamp
 
 # Env vars win when set, so the same targets can point at another catalogue or data dir.
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
@@ -17,15 +19,24 @@ DAGSTER_PROFILE ?= $(if $(DAGSTER_PG_URL),postgres,local)
 GROUPS ?=
 export DAGSTER_CELERY_QUEUE ?= dagster
 
-.PHONY: bench setup instance demo refresh stale trace gc ui worker lint format test clean
+.PHONY: bench setup setup-dev instance demo refresh stale trace gc ui worker lint format test \
+	test-fast clean
 
-setup: $(STAMP)
+setup: $(RUNTIME_STAMP)
+setup-dev: $(DEV_STAMP)
 
-$(STAMP): pyproject.toml
+$(RUNTIME_STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e .
+	touch $(RUNTIME_STAMP)
+
+# The dev extras include the runtime set (and the deploy extras the service tests use).
+$(DEV_STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	touch $(STAMP)
+	touch $(RUNTIME_STAMP) $(DEV_STAMP)
 
 # Writes $(DAGSTER_HOME)/dagster.yaml from the profile once; an existing file is the operator's.
 instance:
@@ -58,20 +69,25 @@ ui: setup instance
 
 # A Celery worker for DAGSTER_EXECUTOR=celery runs (broker: DAGSTER_CELERY_BROKER_URL).
 worker: setup instance
+	$(BIN)/python -m pip install --quiet -e '.[deploy]'
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dagster-celery worker start -A dagster_celery.app \
 		-y deploy/celery-worker.yaml -q $(DAGSTER_CELERY_QUEUE)
 
-lint: setup
+lint: setup-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-format: setup
+format: setup-dev
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
 # pytest exits 5 when it collects nothing; that is not a failure of the code.
 test: lint
 	$(BIN)/python -m pytest -q -p no:cacheprovider; rc=$$?; [ $$rc -eq 0 ] || [ $$rc -eq 5 ]
+
+# The inner loop: everything but the end-to-end and service tests marked `slow`.
+test-fast: lint
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not slow"; rc=$$?; [ $$rc -eq 0 ] || [ $$rc -eq 5 ]
 
 # CPU benchmarks (ratios vs same-run baselines); the table lands in bench/RESULTS.md.
 bench: setup
