@@ -47,6 +47,14 @@ def table_output(
     )
 
 
+def no_rows_check(offenders: pl.DataFrame, count_key: str) -> dg.AssetCheckResult:
+    """A check that passes when `offenders` is empty, with their count and a preview."""
+    return dg.AssetCheckResult(
+        passed=offenders.is_empty(),
+        metadata={count_key: offenders.height, "examples": frame_markdown(offenders)},
+    )
+
+
 def counts_markdown(counts: dict[str, int], key: str = "value") -> str:
     if not counts:
         return "_(none)_"

@@ -3,7 +3,7 @@
 import dagster as dg
 import polars as pl
 
-from assets._common import counts_markdown, frame_markdown, table_output
+from assets._common import counts_markdown, frame_markdown, no_rows_check, table_output
 from assets.images import previous_table
 from assets.resources import PipelineSettings
 from assets.values_io import VALUES_IO_MANAGER_KEY
@@ -67,21 +67,13 @@ def dataset_splits(config: SplitConfig, curated_products: pl.DataFrame) -> dg.Ou
 @dg.asset_check(asset="dataset_splits", blocking=True)
 def no_group_straddles_splits(dataset_splits: pl.DataFrame) -> dg.AssetCheckResult:
     """Duplicate clusters and colour variants (same normalised title) never cross splits."""
-    leaks = groups_straddling_splits(dataset_splits)
-    return dg.AssetCheckResult(
-        passed=leaks.is_empty(),
-        metadata={"straddling_groups": leaks.height, "examples": frame_markdown(leaks)},
-    )
+    return no_rows_check(groups_straddling_splits(dataset_splits), "straddling_groups")
 
 
 @dg.asset_check(asset="dataset_splits", blocking=True)
 def every_split_has_every_category(dataset_splits: pl.DataFrame) -> dg.AssetCheckResult:
     """Each stratum with enough rows and groups appears in train, validation and test."""
-    missing = strata_missing_splits(dataset_splits)
-    return dg.AssetCheckResult(
-        passed=missing.is_empty(),
-        metadata={"strata_missing_a_split": missing.height, "examples": frame_markdown(missing)},
-    )
+    return no_rows_check(strata_missing_splits(dataset_splits), "strata_missing_a_split")
 
 
 @dg.asset_check(asset="dataset_splits", blocking=True)

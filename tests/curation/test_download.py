@@ -24,7 +24,6 @@ from pathlib import Path
 import fsspec
 import polars as pl
 import pytest
-import urllib3.util.connection
 from PIL import Image, ImageFile
 
 from curation import download
@@ -71,20 +70,6 @@ FAST = DownloadPolicy(
 def server() -> Iterator[FaultServer]:
     with FaultServer() as running:
         yield running
-
-
-@pytest.fixture
-def dialled(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Every host urllib3 opens a socket to: proves refused targets were never contacted."""
-    hosts: list[str] = []
-    real = urllib3.util.connection.create_connection
-
-    def spy(address: tuple[str, int], *args: object, **kwargs: object) -> socket.socket:
-        hosts.append(address[0])
-        return real(address, *args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(urllib3.util.connection, "create_connection", spy)
-    return hosts
 
 
 def fetch(url: str, root: Path | str, policy: DownloadPolicy = FAST) -> download.ImageFetchResult:

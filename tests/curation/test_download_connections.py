@@ -11,7 +11,6 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-import urllib3.util.connection
 
 from curation.download import DownloadPolicy, fetch_images
 from curation.download.connections import ConnectionPools, PoolKey
@@ -36,22 +35,6 @@ POLICY = DownloadPolicy(
 def server() -> Iterator[FaultServer]:
     with FaultServer(keep_alive=True) as running:
         yield running
-
-
-@pytest.fixture
-def dialled(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Every address a new connection dials; anything but the fault server is refused."""
-    hosts: list[str] = []
-    real = urllib3.util.connection.create_connection
-
-    def spy(address: tuple[str, int], *args: object, **kwargs: object) -> socket.socket:
-        hosts.append(address[0])
-        if address[0] != "127.0.0.1":
-            raise ConnectionRefusedError("test: no network beyond the fault server")
-        return real(address, *args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(urllib3.util.connection, "create_connection", spy)
-    return hosts
 
 
 def _resolve_to(monkeypatch: pytest.MonkeyPatch, answers: dict[str, Iterator[str]]) -> None:

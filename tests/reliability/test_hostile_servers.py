@@ -21,7 +21,6 @@ from urllib.parse import quote
 
 import polars as pl
 import pytest
-import urllib3.util.connection
 
 from curation.catalogue import prepare_raw_catalogue
 from curation.download import DownloadPolicy, fetch_image, fetch_images
@@ -85,22 +84,6 @@ def server() -> Iterator[FaultServer]:
     gzip_bomb_bytes(), gzip_endless_parts()  # built once, before any deadline is running
     with FaultServer() as running:
         yield running
-
-
-@pytest.fixture
-def dialled(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Every address urllib3 opens a socket to; anything but the fault server is refused."""
-    hosts: list[str] = []
-    real = urllib3.util.connection.create_connection
-
-    def spy(address: tuple[str, int], *args: object, **kwargs: object) -> socket.socket:
-        hosts.append(address[0])
-        if address[0] != "127.0.0.1":
-            raise ConnectionRefusedError("test: no network beyond the fault server")
-        return real(address, *args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(urllib3.util.connection, "create_connection", spy)
-    return hosts
 
 
 @pytest.fixture
