@@ -45,6 +45,9 @@ def download_policy(settings: PipelineSettings, downloads: DownloadSettings) -> 
         max_pixels=downloads.max_pixels,
         allowed_schemes=frozenset(schemes),
         allow_private_hosts=downloads.allow_private_hosts,
+        allowed_formats=frozenset(
+            f.strip().lower() for f in downloads.allowed_formats.split(",") if f.strip()
+        ),
     )
 
 

@@ -75,6 +75,9 @@ class DownloadSettings(dg.ConfigurableResource):
     allow_private_hosts: bool = False
     # Extra schemes beyond http/https; local files are allowed for a local or demo catalogue.
     extra_schemes: str = ""
+    # PIPELINE_IMAGE_FORMATS: image formats accepted, comma-separated (curation.images.sniff);
+    # TIFF and BMP are off by default, a row serving one becomes `format: TIFF not allowed`.
+    allowed_formats: str = "jpeg,mpo,png,webp,gif,avif"
 
 
 def pipeline_settings_from_env() -> PipelineSettings:
@@ -91,6 +94,7 @@ def download_settings_from_env() -> DownloadSettings:
         workers=int(os.environ.get("PIPELINE_DOWNLOAD_WORKERS", "64")),
         allow_private_hosts=os.environ.get("PIPELINE_ALLOW_PRIVATE_HOSTS", "0") == "1",
         extra_schemes=os.environ.get("PIPELINE_EXTRA_URL_SCHEMES", ""),
+        allowed_formats=os.environ.get("PIPELINE_IMAGE_FORMATS") or "jpeg,mpo,png,webp,gif,avif",
     )
 
 

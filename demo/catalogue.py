@@ -12,7 +12,6 @@ a layer above `curation`: it imports curation, curation never imports it.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import random
@@ -22,10 +21,10 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
-from PIL import Image
 
 from curation.dedupe import DEFAULT_MAX_DHASH_DISTANCE, DEFAULT_MAX_PHASH_DISTANCE
-from curation.images.hashing import hash_image_object
+from curation.images.decode import normalise, open_image
+from curation.images.hashing import hash_image_bytes
 from demo.images import (
     COLOURS,
     ProductLook,
@@ -398,8 +397,7 @@ def _near_copy_bytes(row: DemoRow, original: bytes) -> bytes:
     assert source is not None
     kind = row.defect.removeprefix("near_duplicate_")
     rng = random.Random(f"{row.values['product_code']}:{source.seed}")
-    with Image.open(io.BytesIO(original)) as decoded:
-        altered = near_duplicate(decoded.convert("RGB"), kind, rng)
+    altered = near_duplicate(normalise(open_image(original)), kind, rng)
     return encode(altered, "JPEG", quality=70 if kind == "reencode" else 88)
 
 
@@ -431,10 +429,7 @@ def _separate_lookalikes(rows: list[DemoRow], cache: dict[tuple[int, int], bytes
     # Redraw seeds come from their own stream: the catalogue rows stay the same either way.
     rng = random.Random(DEMO_VERSION)
     for _ in range(20):
-        pairs = [
-            hash_image_object(Image.open(io.BytesIO(_picture_bytes(row, cache))))
-            for row in pictures
-        ]
+        pairs = [hash_image_bytes(_picture_bytes(row, cache)) for row in pictures]
         phash = np.array([p for p, _ in pairs], dtype=np.uint64)
         dhash = np.array([d for _, d in pairs], dtype=np.uint64)
         close = _close_pairs(
@@ -568,8 +563,8 @@ def build_demo_catalogue(
 
 def _pixel_count(data: bytes) -> int:
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            return image.width * image.height
+        width, height = open_image(data, max_pixels=2**62).size  # report, do not judge
+        return width * height
     except Exception:  # undecodable planted bytes have no resolution
         return 0
 

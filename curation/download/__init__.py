@@ -4,7 +4,8 @@
 - `transport`: one attempt at one URL, with a byte cap, a deadline and a watchdog.
 - `connections`: keep-alive connections shared within a batch per vetted (scheme, host, address,
   port).
-- `sniff`: what the bytes are, checked by a full decode.
+- what the bytes are (sniffing, the format allow-list, a full decode) is
+  `curation.images.sniff`, shared with every other reader of image bytes.
 - `url_index`: the resume index, successes recorded in batches of durable writes.
 - `batch`: the retry scheduler and the result table.
 """
@@ -16,9 +17,14 @@ from curation.download.batch import (
     fetch_images,
 )
 from curation.download.policy import DEFAULT_POLICY, DownloadPolicy, address_problem
-from curation.download.reasons import BadImageError, FetchError, reason_code
-from curation.download.sniff import FORMAT_EXTENSIONS, inspect_image_bytes, sniff_format
+from curation.download.reasons import FetchError, reason_code
 from curation.download.url_index import URL_INDEX_DIR
+from curation.images.sniff import (
+    FORMAT_EXTENSIONS,
+    BadImageError,
+    inspect_image_bytes,
+    sniff_format,
+)
 
 __all__ = [
     "DEFAULT_POLICY",

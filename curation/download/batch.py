@@ -25,10 +25,10 @@ import polars as pl
 from curation.download import url_index
 from curation.download.connections import ConnectionPools
 from curation.download.policy import DEFAULT_POLICY, DownloadPolicy
-from curation.download.reasons import REASON_BAD_URL, BadImageError, FetchError, reason_code
-from curation.download.sniff import FORMAT_EXTENSIONS, inspect_image_bytes
+from curation.download.reasons import REASON_BAD_URL, FetchError, reason_code
 from curation.download.transport import Deadline, fetch_once
 from curation.images import store as image_store
+from curation.images.sniff import FORMAT_EXTENSIONS, BadImageError, inspect_image_bytes
 from schemas.tables import (
     IMAGE_FETCH_SCHEMA,
     IMAGE_STATUS_BAD_IMAGE,
@@ -123,7 +123,7 @@ def _verified(
 ) -> ImageFetchResult:
     """Check the downloaded bytes and store them if they are an allowed image."""
     try:
-        kind, width, height = inspect_image_bytes(data, policy.max_pixels)
+        kind, width, height = inspect_image_bytes(data, policy.max_pixels, policy.allowed_formats)
     except BadImageError as exc:
         bad = IMAGE_STATUS_BAD_IMAGE
         return _result(url, bad, exc.reason, started, bytes=len(data), attempts=attempts)

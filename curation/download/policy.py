@@ -20,6 +20,7 @@ from curation.download.reasons import (
     REASON_SSRF,
     FetchError,
 )
+from curation.images.sniff import DEFAULT_ALLOWED_FORMATS, check_formats
 
 HTTP_SCHEMES = frozenset({"http", "https"})
 _METADATA_ADDRESSES = frozenset(
@@ -82,12 +83,15 @@ class DownloadPolicy:
     # downloads in flight. 256 costs < 1 s of work at a few hundred images/s.
     index_batch_size: int = 256
     index_flush_s: float = 5.0
+    # Image formats accepted (curation.images.sniff names); the Accept header names the same.
+    allowed_formats: frozenset[str] = DEFAULT_ALLOWED_FORMATS
 
     def __post_init__(self) -> None:
         object.__setattr__(
             self, "allowed_schemes", frozenset(s.lower() for s in self.allowed_schemes)
         )
         object.__setattr__(self, "allowed_private_networks", tuple(self.allowed_private_networks))
+        object.__setattr__(self, "allowed_formats", check_formats(self.allowed_formats))
         _parse_networks(self.allowed_private_networks)  # fail at construction, not per URL
         if min(self.max_attempts, self.max_bytes, self.index_batch_size) < 1:
             raise ValueError("max_attempts, max_bytes and index_batch_size must be positive")

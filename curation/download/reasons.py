@@ -22,12 +22,7 @@ REASON_CONTENT_ENCODING = "content_encoding"  # compression we cannot decode wit
 REASON_NOT_FOUND = "not_found"  # fsspec path does not exist
 REASON_PERMISSION = "permission"  # fsspec path not readable
 REASON_IO = "io"  # other fsspec/OS read error
-# -> status bad_image: bytes arrived but are not an allowed, intact, sanely sized image.
-REASON_NOT_IMAGE = "not_image"  # sniffed as html/json/pdf/unknown/...
-REASON_FORMAT = "format"  # a real image format outside the allow-list
-REASON_TRUNCATED = "truncated"  # decoder ran out of data
-REASON_CORRUPT = "corrupt"  # decoder rejected the data for another reason
-REASON_DECOMPRESSION_BOMB = "decompression_bomb"  # width*height over the pixel cap
+# -> status bad_image: see curation.images.sniff (REASON_NOT_IMAGE, REASON_FORMAT, ...).
 
 
 class FetchError(Exception):
@@ -42,15 +37,6 @@ class FetchError(Exception):
         self.retryable = retryable
         self.retry_after = retry_after
         self.attempts = 1
-
-
-class BadImageError(ValueError):
-    """Bytes that are not an allowed, intact, sanely sized image."""
-
-    def __init__(self, code: str, detail: str) -> None:
-        super().__init__(f"{code}: {detail}")
-        self.code = code
-        self.reason = f"{code}: {detail}"
 
 
 def reason_code(reason: str | None) -> str | None:

@@ -57,6 +57,7 @@ from curation.download.reasons import (
     REASON_TOO_LARGE,
     FetchError,
 )
+from curation.images.sniff import accept_header
 
 _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 
@@ -319,7 +320,7 @@ def _http_get(
     headers = {
         "Host": name if port == default_port else f"{name}:{port}",
         "User-Agent": policy.user_agent,
-        "Accept": "image/webp,image/png,image/jpeg,image/gif;q=0.9,*/*;q=0.1",
+        "Accept": accept_header(policy.allowed_formats),
         "Accept-Encoding": "identity",  # compressed images gain nothing; bombs gain a lot
     }
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")

@@ -18,7 +18,7 @@ from typing import Any
 
 import fsspec
 
-from curation.download.sniff import FORMAT_EXTENSIONS
+from curation.images.sniff import FORMAT_EXTENSIONS
 from schemas.atomic import is_temporary, write_bytes_atomic
 from schemas.tables import IMAGE_STATUS_OK
 

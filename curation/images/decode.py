@@ -34,7 +34,7 @@ class UnreadableImage(ValueError):
     """A stored file that cannot be read back as a picture (missing, over a cap, undecodable)."""
 
 
-def _check_truncation_guard() -> None:
+def check_truncation_guard() -> None:
     if ImageFile.LOAD_TRUNCATED_IMAGES:
         # With it set Pillow pads truncated images with grey instead of failing: refuse to run
         # rather than let broken images into the dataset.
@@ -48,7 +48,7 @@ def open_image(
 
     `formats` (Pillow format names) limits which decoders may look at the bytes.
     """
-    _check_truncation_guard()
+    check_truncation_guard()
     img = Image.open(io.BytesIO(data), formats=formats)
     width, height = img.size
     if width <= 0 or height <= 0:

@@ -110,6 +110,7 @@ class _Handler(BaseHTTPRequestHandler):
         fault = self.server.fault
         path = self.path.split("?", 1)[0]
         hits = fault.record(self.path, self.headers.get("Host", ""))
+        fault.last_accept = self.headers.get("Accept")
         self.served += 1
         route = ROUTES.get(path)
         if path == "/drop" or (path == "/drop-if-reused" and self.served > 1):
@@ -399,6 +400,7 @@ class FaultState:
         self.hits: Counter[str] = Counter()
         self.requests: list[tuple[str, str]] = []
         self.connections = 0  # TCP connections accepted
+        self.last_accept: str | None = None  # the Accept header of the latest request
 
     def connected(self) -> None:
         with self._lock:

@@ -37,6 +37,7 @@ from curation.download import (
     transport,
 )
 from curation.images import store as image_store
+from curation.images.sniff import DEFAULT_ALLOWED_FORMATS, accept_header
 from schemas.tables import (
     IMAGE_FETCH_SCHEMA,
     IMAGE_STATUS_BAD_IMAGE,
@@ -305,7 +306,7 @@ def test_inspect_image_bytes_is_reusable() -> None:
     assert caught.value.code == "not_image"
 
 
-@pytest.mark.parametrize("pil_format", ["JPEG", "PNG", "GIF", "WEBP"])
+@pytest.mark.parametrize("pil_format", ["JPEG", "PNG", "GIF", "WEBP", "AVIF"])
 def test_inspect_accepts_allowed_formats_and_catches_truncation(pil_format: str) -> None:
     buffer = io.BytesIO()
     Image.effect_noise((40, 30), 50).convert("RGB").save(buffer, format=pil_format)
@@ -314,6 +315,39 @@ def test_inspect_accepts_allowed_formats_and_catches_truncation(pil_format: str)
     with pytest.raises(BadImageError) as caught:
         inspect_image_bytes(data[: len(data) // 2], 10_000)
     assert caught.value.code == "truncated"
+
+
+def test_camera_mpo_is_accepted_and_named() -> None:
+    buffer = io.BytesIO()
+    frame = Image.effect_noise((40, 30), 50).convert("RGB")
+    frame.save(buffer, format="MPO", save_all=True, append_images=[frame])
+    assert inspect_image_bytes(buffer.getvalue(), 10_000) == ("mpo", 40, 30)
+
+
+def test_the_format_allow_list_is_configurable_and_the_accept_header_follows_it() -> None:
+    buffer = io.BytesIO()
+    Image.effect_noise((40, 30), 50).convert("RGB").save(buffer, format="TIFF")
+    tiff = buffer.getvalue()
+    with pytest.raises(BadImageError) as caught:
+        inspect_image_bytes(tiff, 10_000)
+    assert caught.value.reason == "format: TIFF not allowed"
+    policy = DownloadPolicy(allowed_formats=DEFAULT_ALLOWED_FORMATS | {"tiff"})
+    assert inspect_image_bytes(tiff, 10_000, policy.allowed_formats) == ("tiff", 40, 30)
+    assert "image/tiff" in accept_header(policy.allowed_formats)
+    default = accept_header(DownloadPolicy().allowed_formats)
+    assert "image/avif" in default and "image/tiff" not in default and "image/bmp" not in default
+    with pytest.raises(BadImageError, match="AVIF not allowed"):
+        buffer = io.BytesIO()
+        Image.new("RGB", (8, 8)).save(buffer, format="AVIF")
+        inspect_image_bytes(buffer.getvalue(), 10_000, {"jpeg"})
+    with pytest.raises(ValueError, match="unknown image formats"):
+        DownloadPolicy(allowed_formats=frozenset({"svg"}))
+
+
+def test_the_accept_header_is_sent(server: FaultServer, tmp_path: Path) -> None:
+    result = fetch(server.url("/ok.jpg"), tmp_path)
+    assert result.status == IMAGE_STATUS_OK
+    assert server.state.last_accept == accept_header(FAST.allowed_formats)
 
 
 def test_inspect_refuses_to_run_with_truncated_loading_enabled(
