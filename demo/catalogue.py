@@ -12,6 +12,7 @@ a layer above `curation`: it imports curation, curation never imports it.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import random
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+from PIL import Image
 
 from curation.dedupe import DEFAULT_MAX_DHASH_DISTANCE, DEFAULT_MAX_PHASH_DISTANCE
 from curation.images.decode import normalise, open_image
@@ -36,7 +38,7 @@ from demo.images import (
 from schemas.atomic import atomic_path, write_bytes_atomic
 from schemas.tables import CATALOGUE_COLUMNS
 
-DEMO_VERSION = "demo-v6"  # bump when the generator changes, so cached copies are rebuilt
+DEMO_VERSION = "demo-v7"  # bump when the generator changes, so cached copies are rebuilt
 DEMO_ROWS = 3040
 DEMO_SEED = 20231117
 
@@ -170,6 +172,18 @@ IMAGE_DEFECTS: dict[str, tuple[str, int]] = {  # kind -> (expected outcome, coun
     "missing_image": ("download_failed", 15),
     "html_error_page": ("bad_image", 10),
     "truncated_jpeg": ("bad_image", 10),
+}
+# Real-world encodings and unusable pictures (curation/images): kind -> (expected outcome, count,
+# how the reason must start). The encodings must come out curated, upright and on white; the
+# thumbnail and the blank picture are excluded by the default quality policy.
+ENCODING_DEFECTS: dict[str, tuple[str, int, str | None]] = {
+    "exif_rotated_jpeg": ("curated", 3, None),
+    "transparent_png": ("curated", 3, None),
+    "sixteen_bit_png": ("curated", 2, None),
+    "avif": ("curated", 2, None),
+    "cmyk_jpeg": ("curated", 1, None),
+    "tiny_thumbnail": ("bad_image", 2, "quality: too_small"),
+    "blank_picture": ("bad_image", 2, "quality: low_information"),
 }
 N_EXACT_DUPLICATES = 30
 N_LABEL_CONFLICTS = 5  # of the exact duplicates, re-listed at another price
@@ -383,6 +397,11 @@ def _plant_defects(rows: list[DemoRow], rng: random.Random) -> list[DemoRow]:
         clone.values["product_code"] = str(rng.randint(82_000_000, 82_999_999))
         clone.values["title"] = f"{row.values['title']} ({rng.choice(MODEL_NAMES)} Edition)"
         extra.append(clone)
+    # Planted last, so the rows every other defect picks stay the ones they were.
+    for kind, (outcome, count, _) in ENCODING_DEFECTS.items():
+        for _ in range(count):
+            row = rows[next(taken)]
+            row.defect, row.expected_outcome = kind, outcome
     return rows + extra
 
 
@@ -472,7 +491,37 @@ def _image_bytes(row: DemoRow, cache: dict[tuple[int, int], bytes]) -> bytes | N
     original = _picture_bytes(row.source_of or row, cache)
     if row.defect == "truncated_jpeg":
         return original[: len(original) // 2]
+    if row.defect in ENCODING_DEFECTS:
+        return _encoded_as(row.defect, normalise(open_image(original)), row.seed)
     return original
+
+
+def _encoded_as(kind: str, picture: Image.Image, seed: int) -> bytes:
+    """The row's picture as a shop or phone might serve it (see ENCODING_DEFECTS)."""
+    if kind == "exif_rotated_jpeg":  # stored on its side; EXIF orientation 6 turns it upright
+        exif = Image.Exif()
+        exif[0x0112] = 6
+        buffer = io.BytesIO()
+        picture.transpose(Image.Transpose.ROTATE_90).save(buffer, "JPEG", quality=90, exif=exif)
+        return buffer.getvalue()
+    if kind == "transparent_png":  # a cut-out: a transparent margin whose hidden colour is black
+        rgba = picture.convert("RGBA")
+        margin = Image.new("RGBA", rgba.size, (0, 0, 0, 0))
+        inner = (12, 12, rgba.width - 12, rgba.height - 12)
+        margin.paste(rgba.crop(inner), inner[:2])
+        return encode(margin, "PNG")
+    if kind == "sixteen_bit_png":
+        grey = np.asarray(picture.convert("L"), dtype=np.uint16) * 257
+        return encode(Image.fromarray(grey), "PNG")
+    if kind == "avif":
+        return encode(picture, "AVIF")
+    if kind == "cmyk_jpeg":
+        return encode(picture.convert("CMYK"), "JPEG")
+    if kind == "tiny_thumbnail":
+        return encode(picture.resize((16, 12)), "JPEG")
+    assert kind == "blank_picture", kind
+    level = 200 + seed % 50
+    return encode(Image.new("RGB", picture.size, (level, level, level)), "JPEG")
 
 
 def _expected_duplicate_roles(rows: list[DemoRow], sizes: dict[int, int]) -> dict[int, int]:
@@ -508,6 +557,8 @@ def _manifest_rows(rows: list[DemoRow], roles: dict[int, int]) -> list[dict]:
                 "expected_outcome": outcome,
                 "field": row.invalid_field,
                 "duplicate_of_row_index": duplicate_of,
+                # how the ledger's reason must start, where the manifest can say
+                "expected_reason": ENCODING_DEFECTS.get(row.defect, ("", 0, None))[2],
                 "label_conflict": row.defect == "label_conflict",
             }
         )

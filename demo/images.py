@@ -470,8 +470,12 @@ def draw_product(look: ProductLook, seed: int, size: int = IMAGE_SIZE) -> Image.
 
 def encode(image: Image.Image, fmt: str = "JPEG", quality: int = 90) -> bytes:
     buffer = io.BytesIO()
-    if fmt == "JPEG":
+    if fmt == "JPEG" and image.mode == "CMYK":
+        image.save(buffer, format="JPEG", quality=quality)
+    elif fmt == "JPEG":
         image.convert("RGB").save(buffer, format="JPEG", quality=quality)
+    elif fmt == "AVIF":
+        image.save(buffer, format="AVIF", quality=quality)
     else:
         image.save(buffer, format=fmt)
     return buffer.getvalue()

@@ -45,6 +45,7 @@ from schemas.tables import (
     OUTCOME_CURATED,
     OUTCOME_DOWNLOAD_FAILED,
     PRODUCT_IMAGES_SCHEMA,
+    QUALITY_FLAGS,
     REJECTED_ROWS_SCHEMA,
     VALIDATED_PRODUCTS_SCHEMA,
 )
@@ -267,6 +268,56 @@ def _image_section(ctx: Context) -> Section:
     return Section("images", "Images", "", tables, [plot], galleries=_bad_image_gallery(ctx))
 
 
+def _flagged_rows(ctx: Context) -> pl.DataFrame:
+    flags = ctx.ledger.select("row_id", "quality_flags")
+    return (
+        ctx.info.join(flags, on="row_id", how="left")
+        .filter(pl.col("quality_flags").list.len() > 0)
+        .sort("row_index")
+    )
+
+
+def _quality_table(ctx: Context, flagged: pl.DataFrame) -> Table:
+    rows: list[tuple[Cell, ...]] = []
+    for flag in QUALITY_FLAGS:
+        carrying = flagged.filter(pl.col("quality_flags").list.contains(flag))
+        excluded = carrying.filter(
+            pl.col("reason").fill_null("").str.contains(f"quality: (.*; )?{flag} \\(")
+        )
+        curated = carrying.filter(pl.col("outcome") == OUTCOME_CURATED)
+        rows.append((flag, carrying.height, excluded.height, curated.height))
+    note = "A row can carry several flags; the policy's flags make a row bad_image."
+    headers = ("Flag", "Rows", "Excluded (bad_image)", "Curated, marked")
+    return Table("Image-quality flags", headers, rows, "lrrr", note)
+
+
+def _quality_gallery(flagged: pl.DataFrame, ctx: Context) -> list[Gallery]:
+    figures = []
+    for r in flagged.head(GALLERY_SAMPLES).iter_rows(named=True):
+        thumb = ctx.thumbs.get(r["path"])
+        flags = ", ".join(r["quality_flags"])
+        tooltip = f"{r['title'] or r['row_id']}\n{flags}\n{r['reason'] or ''}"
+        caption = [f"#{r['row_index']} · {r['outcome']}", clip(r["title"], 34), clip(flags, 60)]
+        figures.append(_figure(thumb, caption, tooltip, box_text=flags))
+    if not figures:
+        return []
+    shown = "all shown" if flagged.height == len(figures) else f"first {len(figures)} shown"
+    note = f"{flagged.height:,} flagged rows, {shown}."
+    return [Gallery([FigureGroup(figures)], "Flagged rows", note)]
+
+
+def _quality_section(ctx: Context) -> Section:
+    flagged = _flagged_rows(ctx)
+    intro = (
+        "Checks on each stored image's normalised picture (curation.images.quality): too "
+        "small, odd aspect ratio, low information, too dark, too light, blurry, grayscale."
+    )
+    tables = [_quality_table(ctx, flagged)]
+    return Section(
+        "quality", "Image quality", intro, tables, galleries=_quality_gallery(flagged, ctx)
+    )
+
+
 def _duplicate_section(ctx: Context) -> Section:
     real = ctx.by_id.filter(~pl.col("placeholder")).head(GALLERY_CLUSTERS)
     gallery = _cluster_gallery(ctx, real, _member_caption, "Largest clusters")
@@ -296,6 +347,7 @@ def build_sections(ctx: Context) -> list[Section]:
         _class_section(ctx),
         _price_section(ctx),
         _image_section(ctx),
+        _quality_section(ctx),
         _duplicate_section(ctx),
         _placeholder_section(ctx),
         _conflict_section(ctx),

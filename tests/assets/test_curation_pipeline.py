@@ -8,6 +8,7 @@ import dagster as dg
 import datasets
 import polars as pl
 import pytest
+from PIL import Image
 
 from assets import curation, dataset, images, ingest
 from assets.resources import DownloadSettings, PipelineSettings, parquet_io_manager
@@ -71,6 +72,36 @@ def test_ledger_outcomes_match_the_demo_manifest(pipeline_run, demo_manifest) ->
     dups = joined.filter(pl.col("outcome") == "duplicate")
     assert (dups["dup_index"] == dups["duplicate_of_row_index"]).all()
     assert ledger.filter(pl.col("outcome") != "curated")["reason"].null_count() == 0
+    reasons = joined.join(pl.DataFrame(demo_manifest["rows"]), on="row_index").filter(
+        pl.col("expected_reason").is_not_null()
+    )
+    assert reasons.height >= 4  # the planted thumbnail and blank pictures
+    assert all(r.startswith(e) for r, e in reasons.select("reason", "expected_reason").rows())
+
+
+def test_real_world_encodings_reach_training_upright_and_on_white(
+    pipeline_run, demo_manifest
+) -> None:
+    data_dir, _, _, _ = pipeline_run
+    planted = {
+        e["row_index"]: e["defect"]
+        for e in demo_manifest["rows"]
+        if e["defect"] in ("exif_rotated_jpeg", "transparent_png", "sixteen_bit_png", "avif")
+    }
+    images = pl.read_parquet(f"{data_dir}/product_images.parquet").join(
+        pl.read_parquet(f"{data_dir}/raw_catalogue.parquet").select("row_id", "row_index"),
+        on="row_id",
+    )
+    rows = images.filter(pl.col("row_index").is_in(list(planted)))
+    assert rows.height == len(planted) >= 8 and (rows["status"] == "ok").all()
+    # Each needed normalising, so each has its own lossless picture beside the original.
+    assert (rows["normalised_sha256"] != rows["sha256"]).all()
+    assert rows["normalised_path"].str.ends_with(".png").all()
+    for path, index in rows.select("normalised_path", "row_index").rows():
+        with Image.open(path) as picture:
+            assert picture.mode == "RGB" and picture.size == (192, 192), planted[index]
+            if planted[index] == "transparent_png":
+                assert picture.getpixel((2, 2)) == (255, 255, 255)  # the margin, on white
 
 
 def test_label_conflicts_and_placeholder_are_reported(pipeline_run, demo_manifest) -> None:

@@ -272,3 +272,27 @@ def test_write_report_html_to_memory_filesystem():
     write_report_html("<h1>ok</h1>", path)
     with fsspec.open(path, "rt", encoding="utf-8") as handle:
         assert handle.read() == "<h1>ok</h1>"
+
+
+def test_quality_section_counts_flags_and_shows_flagged_rows(frames):
+    ledger = frames["ledger"].with_columns(
+        quality_flags=pl.when(pl.col("row_index") == 0)
+        .then(pl.lit(["grayscale"]))
+        .when(pl.col("row_index") == 8)
+        .then(pl.lit(["too_small", "blurry"]))
+        .otherwise(pl.lit(None, dtype=pl.List(pl.String))),
+        outcome=pl.when(pl.col("row_index") == 8)
+        .then(pl.lit("bad_image"))
+        .otherwise(pl.col("outcome")),
+        reason=pl.when(pl.col("row_index") == 8)
+        .then(pl.lit("quality: too_small (16x12 < 64 px)"))
+        .otherwise(pl.col("reason")),
+    )
+    report = build_data_quality_report(**{**frames, "ledger": ledger})
+    quality = _section(report.html, "quality")
+    assert re.search(r"<td>too_small</td><td class=\"num\">1</td><td class=\"num\">1</td>"
+                     r"<td class=\"num\">0</td>", quality)  # fmt: skip
+    assert re.search(r"<td>grayscale</td><td class=\"num\">1</td><td class=\"num\">0</td>"
+                     r"<td class=\"num\">1</td>", quality)  # fmt: skip
+    assert len(re.findall(r'src="data:image/jpeg;base64,', quality)) == 2
+    assert "| too_small | 1 | 1 | 0 |" in report.markdown
