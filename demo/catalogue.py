@@ -557,8 +557,6 @@ def _manifest_rows(rows: list[DemoRow], roles: dict[int, int]) -> list[dict]:
                 "expected_outcome": outcome,
                 "field": row.invalid_field,
                 "duplicate_of_row_index": duplicate_of,
-                # how the ledger's reason must start, where the manifest can say
-                "expected_reason": ENCODING_DEFECTS.get(row.defect, ("", 0, None))[2],
                 "label_conflict": row.defect == "label_conflict",
             }
         )
@@ -606,6 +604,8 @@ def build_demo_catalogue(
         "n_rows": n_rows,
         "outcome_counts": _count(entry["expected_outcome"] for entry in entries),
         "defect_counts": _count(entry["defect"] for entry in entries),
+        # defect -> how the ledger's reason must start, where the manifest can say
+        "expected_reasons": {k: r for k, (_, _, r) in ENCODING_DEFECTS.items() if r},
         "rows": entries,
     }
     write_bytes_atomic(demo.manifest_path, json.dumps(manifest, indent=1).encode())

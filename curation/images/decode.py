@@ -27,6 +27,9 @@ _ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "La", "RGBa"})
 _PLAIN_MODES = frozenset({"RGB", "L", "1", "P"})
 _DEEP_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I", "F"})
 _ORIENTATION_TAG = 0x0112
+# Formats every Pillow a consumer may have decodes; an AVIF (Pillow >= 11.3 only) is stored
+# again as PNG so that the exported dataset loads anywhere.
+_PORTABLE_FORMATS = frozenset({"JPEG", "MPO", "PNG", "GIF", "WEBP", "BMP", "TIFF"})
 _SRGB = ImageCms.createProfile("sRGB")
 
 
@@ -106,9 +109,11 @@ def upright_size(img: Image.Image) -> tuple[int, int]:
 
 def is_normalised(img: Image.Image) -> bool:
     """Whether a plain `.convert("RGB")` of this opened image is already its normalised picture:
-    8-bit colour or grey, no alpha or transparent colour, upright, sRGB (or untagged)."""
+    8-bit colour or grey, no alpha or transparent colour, upright, sRGB (or untagged), in a
+    format any Pillow reads."""
     return (
-        img.mode in _PLAIN_MODES
+        img.format in _PORTABLE_FORMATS
+        and img.mode in _PLAIN_MODES
         and "transparency" not in img.info
         and not _needs_colour_transform(img)
         and _orientation(img) == 1

@@ -196,7 +196,13 @@ def test_naive_conversion_is_what_the_export_must_not_ship() -> None:
 def test_plain_jpeg_keeps_its_own_bytes_and_others_get_a_png(tmp_path: Path) -> None:
     plain = open_image(CASES["jpeg_rgb"][0]())
     assert is_normalised(plain)
-    for name in ("jpeg_exif_rotated", "png_rgba_transparent", "png_16bit_grey", "jpeg_cmyk"):
+    for name in (
+        "jpeg_exif_rotated",
+        "png_rgba_transparent",
+        "png_16bit_grey",
+        "jpeg_cmyk",
+        "avif",
+    ):
         assert not is_normalised(open_image(CASES[name][0]())), name
     # Normalising a normalised picture changes nothing.
     once = normalise(open_image(CASES["png_rgba_transparent"][0]()))
