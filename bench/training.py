@@ -5,7 +5,7 @@ time spent in optimizer steps (`--budget-s` each: data, forward, backward, updat
 own subprocess so its peak RSS is its own; each then answers the first `--eval-samples` test
 rows greedily, scored by training.evaluate (held-out category accuracy, parse rate).
 
-- seed: the tutorial's setup (shared/REFERENCE.md): every row padded to 512 tokens, labels =
+- seed: the reference tutorial's setup: every row padded to 512 tokens, labels =
   input_ids (loss on prompt, image tokens and padding), full fine-tune, batch 1 x grad-accum 64,
   AdamW lr 5e-5, no warmup or weight decay.
 - ours: the TrainConfig defaults: dynamic padding, answer-only labels, batch 16, LoRA (+ the

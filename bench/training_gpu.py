@@ -7,7 +7,7 @@ token ids shaped like the task: the image's placeholder tokens, a short question
 of 20-45 tokens, drawn per row so dynamic padding sees a realistic spread of lengths.
 
 - seed: full fine-tune, fp32 weights, AdamW, batch 1 x grad-accum 64, every row padded to 512,
-  labels = input_ids (shared/REFERENCE.md).
+  labels = input_ids (the reference tutorial's setup).
 - ours: bf16 weights + autocast, LoRA r 16 on the decoder's attention/MLP (nothing else
   trained), gradient checkpointing, batch 16, dynamic padding, answer-only labels.
 

@@ -1,6 +1,7 @@
 """Polars schemas of every table asset: the column contract between curation, assets and tests.
 
-Other tools read these Parquet files (see shared/DESIGN.md), so a change here is a breaking change.
+Other tools read these Parquet files (docs/design.md, "Files other tools read"), so a change here
+is a breaking change.
 """
 
 from __future__ import annotations

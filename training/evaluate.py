@@ -3,7 +3,7 @@
 Greedy generation, a strict answer parser, and metrics that mean something: the reference's
 "price error" parsed the last teacher-forced token and scored failures as 0.0; here an answer
 either parses completely or counts as a miss, and price errors are over parsed answers only
-(read them together with parse_rate). Writes eval.json (DESIGN.md shape) and eval.html.
+(read them together with parse_rate). Writes eval.json (docs/design.md shape) and eval.html.
 """
 
 from __future__ import annotations

@@ -93,7 +93,7 @@ def build_lineage(
     wandb_run: dict[str, Any] | None,
     metrics: dict[str, Any],
 ) -> dict[str, Any]:
-    """The contract fields first (DESIGN.md), then whatever the caller passed in `lineage`.
+    """The contract fields first (docs/design.md), then whatever the caller passed in `lineage`.
 
     `dataset`: fingerprint, split_fingerprints, split_row_ids, split_sizes and, when trained
     on a snapshot, training_rows (the manifest beside the checkpoint)."""
