@@ -1,10 +1,11 @@
-"""Training benchmark (6, GPU): a random Phi-3-vision-sized model, seed configuration vs ours.
+"""Training benchmark (6, GPU): seed configuration vs ours on random models of the reference's
+size and of a 2026 model's: `python -m bench.training_gpu` (about 10 minutes on one large GPU).
 
-Phi-3-vision is remote code, so the stand-in is the same family built from config alone (no
-hub, no weights): a LLaVA with a CLIP ViT-L/14 tower (24 layers, 1024 wide) and a Phi-3-mini
-decoder (32 layers, 3072 wide, 32 heads, vocab 32064), ~4.1 B parameters. Rows are synthetic
-token ids shaped like the task: the image's placeholder tokens, a short question and an answer
-of 20-45 tokens, drawn per row so dynamic padding sees a realistic spread of lengths.
+Phi-3-vision is remote code, so its stand-in is the same family built from config alone (no
+hub, no weights): a LLaVA with a CLIP ViT-L/14 tower and a Phi-3-mini decoder, ~4.1 B
+parameters. The second is a Qwen3-VL-4B-sized Qwen3-VL (bench/gpu_models.py). Rows are
+synthetic token ids shaped like the task: the image's placeholder tokens, a short question and
+an answer of 20-45 tokens, drawn per row so dynamic padding sees a realistic spread of lengths.
 
 - seed: full fine-tune, fp32 weights, AdamW, batch 1 x grad-accum 64, every row padded to 512,
   labels = input_ids (the reference tutorial's setup).
@@ -14,7 +15,7 @@ of 20-45 tokens, drawn per row so dynamic padding sees a realistic spread of len
 A few forward+backward micro-batches are timed after a warm-up step, and one optimizer step;
 a step is grad-accum micro-batches plus that update. tokens/s counts real (non-padding)
 tokens; peak memory is torch.cuda.max_memory_allocated per configuration. `--tiny-debug`
-shrinks the model to check the script end to end on a CPU (no numbers, RESULTS.md untouched).
+shrinks the models to check the script end to end on a CPU (no numbers, RESULTS.md untouched).
 Needs only torch, transformers and peft (training/ imports nothing more).
 """
 
@@ -33,51 +34,11 @@ import torch
 from torch.nn.utils.rnn import pad_sequence
 
 from bench.common import Report, base_parser, publish
+from bench.gpu_models import LLAVA_TINY, QWEN_TINY, LlavaSize, QwenSize
 from bench.seed import pad_to_fixed_length, unmasked_labels
 from training.collate import IGNORE_INDEX, build_labels
 from training.config import TrainConfig
-from training.presets import TinyPreset
-from training.tiny import LlavaPhi3Dims, llava_phi3_config
 from training.train import attach_lora, build_optimizer, enable_gradient_checkpointing
-
-
-@dataclass(frozen=True)
-class Size:
-    """Phi-3-vision's size by default. 224 px (256 image tokens) rather than its 336 px HD
-    crops keeps one image under the seed's 512 tokens, which the comparison is about."""
-
-    image_size: int = 224
-    patch_size: int = 14
-    vision_hidden: int = 1024
-    vision_intermediate: int = 4096
-    vision_layers: int = 24
-    vision_heads: int = 16
-    text_hidden: int = 3072
-    text_intermediate: int = 8192
-    text_layers: int = 32
-    text_heads: int = 32
-    vocab_size: int = 32064
-    question_tokens: int = 12  # "<|user|>", "What is shown in this image?", "<|assistant|>"
-    answer_tokens: tuple[int, int] = (20, 45)  # min, max: the catalogue's answers
-
-    @property
-    def image_tokens(self) -> int:
-        return (self.image_size // self.patch_size) ** 2
-
-    @property
-    def pad_id(self) -> int:
-        return self.vocab_size - 2
-
-    @property
-    def image_id(self) -> int:
-        return self.vocab_size - 1
-
-
-TINY_DEBUG = Size(
-    image_size=28, patch_size=14, vision_hidden=32, vision_intermediate=64, vision_layers=2,
-    vision_heads=2, text_hidden=64, text_intermediate=128, text_layers=2, text_heads=2,
-    vocab_size=512,
-)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -105,43 +66,7 @@ SETTINGS: dict[str, Setting] = {
 }  # fmt: skip
 
 
-class StandInPreset(TinyPreset):
-    """The tiny preset's LoRA targets (the same LLaVA module names); like the phi3-vision
-    preset, nothing else is trained: embeddings and head stay frozen at this size."""
-
-    modules_to_save = ()
-
-
-def build_model(size: Size, dtype: torch.dtype, device: torch.device) -> Any:
-    """Random init directly on the device and in the dtype: no 16 GB fp32 copy on the host."""
-    from transformers import LlavaForConditionalGeneration
-
-    config = llava_phi3_config(
-        LlavaPhi3Dims(
-            image_size=size.image_size,
-            patch_size=size.patch_size,
-            vision_hidden=size.vision_hidden,
-            vision_intermediate=size.vision_intermediate,
-            vision_layers=size.vision_layers,
-            vision_heads=size.vision_heads,
-            vocab_size=size.vocab_size,
-            text_hidden=size.text_hidden,
-            text_intermediate=size.text_intermediate,
-            text_layers=size.text_layers,
-            text_heads=size.text_heads,
-            max_positions=4096,
-            pad_id=size.pad_id,
-            image_id=size.image_id,
-            vision_feature_layer=-2,
-        )
-    )
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        with torch.device(device):
-            return LlavaForConditionalGeneration(config)
-    finally:
-        torch.set_default_dtype(previous)
+Size = LlavaSize | QwenSize
 
 
 def make_batch(size: Size, setting: Setting, generator: torch.Generator) -> dict[str, Any]:
@@ -152,9 +77,9 @@ def make_batch(size: Size, setting: Setting, generator: torch.Generator) -> dict
         n_answer = int(torch.randint(*size.answer_tokens, (1,), generator=generator))
         question = torch.randint(*text_ids, (size.question_tokens,), generator=generator)
         answer = torch.randint(*text_ids, (n_answer + 1,), generator=generator)  # + terminator
-        image = torch.full((size.image_tokens,), size.image_id)
+        image = size.image_block()
         ids.append(torch.cat([image, question, answer]))
-        prompt_lengths.append(size.image_tokens + size.question_tokens)
+        prompt_lengths.append(len(image) + size.question_tokens)
     input_ids = pad_sequence(ids, batch_first=True, padding_value=size.pad_id)
     mask = pad_sequence([torch.ones_like(i) for i in ids], batch_first=True)
     if setting.loss_on_prompt:
@@ -166,17 +91,18 @@ def make_batch(size: Size, setting: Setting, generator: torch.Generator) -> dict
         label_pad = size.pad_id if setting.loss_on_prompt else IGNORE_INDEX
         pad = {"input_ids": size.pad_id, "attention_mask": 0, "labels": label_pad}
         batch = pad_to_fixed_length(batch, setting.pad_to_length, pad)
-    shape = (setting.batch, 3, size.image_size, size.image_size)
-    batch["pixel_values"] = torch.randn(shape, generator=generator).to(setting.dtype)
-    return batch
+    batch.update(size.extra_inputs(batch["input_ids"]))
+    vision = size.vision_inputs(setting.batch, generator)
+    vision["pixel_values"] = vision["pixel_values"].to(setting.dtype)
+    return {**batch, **vision}
 
 
 def prepare(size: Size, setting: Setting, device: torch.device) -> tuple[Any, Any]:
     """Model (+ LoRA) and optimizer, set up as training.train would."""
     config = TrainConfig(learning_rate=setting.learning_rate, weight_decay=0.0)
-    model = build_model(size, setting.dtype, device)
+    model = size.build(setting.dtype, device)
     if not setting.full_finetune:
-        model = attach_lora(model, StandInPreset(), config).to(device)
+        model = attach_lora(model, size.preset(), config).to(device)
     if setting.gradient_checkpointing:
         enable_gradient_checkpointing(model)
     model.train()
@@ -242,12 +168,15 @@ def measure(size: Size, setting: Setting, device: torch.device, steps: int) -> d
     return result
 
 
-def table_row(setting: Setting, r: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
+def table_row(
+    model: str, setting: Setting, r: dict[str, Any], base: dict[str, Any]
+) -> dict[str, Any]:
     step_s = setting.grad_accum * r["micro_s"] + r["update_s"]
     real_per_s = setting.grad_accum * r["real_tokens"] / step_s
     base_step_s = SETTINGS["seed"].grad_accum * base["micro_s"] + base["update_s"]
     base_real_per_s = SETTINGS["seed"].grad_accum * base["real_tokens"] / base_step_s
     row = {
+        "model": model,
         "configuration": setting.label,
         "parameters": r["parameters"],
         "trainable": r["trainable"],
@@ -257,6 +186,7 @@ def table_row(setting: Setting, r: dict[str, Any], base: dict[str, Any]) -> dict
         "update s": r["update_s"],
         "real tokens/s": real_per_s,
         "padded tokens/s": setting.grad_accum * r["padded_tokens"] / step_s,
+        "samples/s": setting.grad_accum * setting.batch / step_s,
         "peak GPU GiB": r["peak_gib"],
         "real tokens/s vs seed": real_per_s / base_real_per_s,
     }
@@ -269,7 +199,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = base_parser("training_gpu", __doc__)
     parser.add_argument("--steps", type=int, default=6, help="timed micro-batches per config")
     parser.add_argument("--ours-batch", type=int, default=16, help="our micro-batch size")
-    parser.add_argument("--image-size", type=int, default=Size.image_size)
+    parser.add_argument(
+        "--models", nargs="+", choices=list(MODELS), default=list(MODELS), help="stand-ins"
+    )
     parser.add_argument(
         "--tiny-debug", action="store_true", help="toy model, CPU allowed, RESULTS.md untouched"
     )
@@ -279,25 +211,34 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
+MODELS: dict[str, tuple[Size, Size]] = {  # name -> (full size, --tiny-debug size)
+    "phi3-vision-sized": (LlavaSize(), LLAVA_TINY),
+    "qwen3-vl-sized": (QwenSize(), QWEN_TINY),
+}
+
+
 def run(args: argparse.Namespace) -> Report:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.type != "cuda" and not args.tiny_debug:
         raise SystemExit("bench.training_gpu needs a CUDA GPU (or --tiny-debug for a smoke run)")
-    size = TINY_DEBUG if args.tiny_debug else Size(image_size=args.image_size)
     settings = {**SETTINGS, "ours": replace(SETTINGS["ours"], batch=args.ours_batch)}
-    results = {name: measure(size, s, device, args.steps) for name, s in settings.items()}
-    rows = [table_row(settings[n], r, results["seed"]) for n, r in results.items()]
+    rows, shapes = [], []
+    for name in args.models:
+        size = MODELS[name][1 if args.tiny_debug else 0]
+        results = {key: measure(size, s, device, args.steps) for key, s in settings.items()}
+        rows += [table_row(size.name, settings[k], r, results["seed"]) for k, r in results.items()]
+        shapes.append(f"{size.name}: {size.image_tokens} image tokens per row")
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU (tiny-debug)"
     notes = [
-        f"Device: {gpu}, torch {torch.__version__}. {size.image_tokens} image tokens per row, "
-        f"answers {size.answer_tokens[0]}-{size.answer_tokens[1]} tokens; {args.steps} timed "
+        f"Device: {gpu}, torch {torch.__version__}. " + "; ".join(shapes) + ", answers "
+        f"{LlavaSize.answer_tokens[0]}-{LlavaSize.answer_tokens[1]} tokens; {args.steps} timed "
         "micro-batches per configuration after one warm-up step.",
         "A step = grad-accum micro-batches + one update (seed: 64 x batch 1; ours: 1 x batch "
-        f"{args.ours_batch}); tokens/s = tokens per step / step time. real = non-padding.",
+        f"{args.ours_batch}); tokens/s and samples/s = per step / step time. real = non-padding.",
         "Peak GPU memory: torch.cuda.max_memory_allocated over build, warm-up and timed steps "
         "(weights, gradients, AdamW moments, activations).",
     ]
-    title = "Training (6, GPU: random Phi-3-vision-sized model, ours vs the seed's configuration)"
+    title = "Training (6, GPU: random Phi-3-vision- and Qwen3-VL-sized models, ours vs the seed)"
     return Report("training_gpu", title, rows, notes)
 
 
