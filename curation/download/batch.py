@@ -22,11 +22,11 @@ from typing import Any, TypeGuard
 
 import polars as pl
 
-from curation.download import url_index
 from curation.download.connections import ConnectionPools
 from curation.download.policy import DEFAULT_POLICY, DownloadPolicy
 from curation.download.reasons import REASON_BAD_URL, FetchError, reason_code
 from curation.download.transport import Deadline, fetch_once
+from curation.download.url_index import UrlIndexWriter, recorded_rows
 from curation.images import store as image_store
 from curation.images.sniff import FORMAT_EXTENSIONS, BadImageError, inspect_image_bytes
 from schemas.tables import (
@@ -229,7 +229,7 @@ def _fetch_scheduled(
 ) -> dict[str | None, dict[str, Any]]:
     """Fetch `urls` through the scheduler, sharing keep-alive connections and recording each
     success in the URL index, one durable write per `policy.index_batch_size` successes."""
-    index = url_index.UrlIndexWriter(store_root, policy.index_batch_size, policy.index_flush_s)
+    index = UrlIndexWriter(store_root, policy.index_batch_size, policy.index_flush_s)
     # Room for several hosts' connections to idle side by side between URLs, while open
     # sockets stay bounded: one in flight per worker plus the idle cap.
     with ConnectionPools(max_idle=max(16, 2 * workers)) as connections:
@@ -313,7 +313,7 @@ def fetch_images(
     with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="fetch") as pool:
         checked = pool.map(lambda row: _still_stored(row, store_root), candidates)
         reused = {row["url"]: row for row in checked if row is not None}
-        recorded = url_index.recorded_rows(store_root, (u for u in distinct if u not in reused))
+        recorded = recorded_rows(store_root, (u for u in distinct if u not in reused))
         checked = pool.map(lambda row: _still_stored(row, store_root), recorded.values())
         reused.update((row["url"], row) for row in checked if row is not None)
         todo = [url for url in distinct if url not in reused]
