@@ -117,11 +117,13 @@ def ledger_for(urls: list[str], images: pl.DataFrame) -> pl.DataFrame:
     )
     validated, rejected = validate_catalogue(raw)
     assert rejected.is_empty()
-    product_images = (
-        validated.select("row_id", pl.col("imageurl").alias("url"))
-        .join(images, on="url", how="left")
-        .select(list(PRODUCT_IMAGES_SCHEMA))
+    joined = validated.select("row_id", pl.col("imageurl").alias("url")).join(
+        images, on="url", how="left"
     )
+    # Nothing downloads, so nothing is normalised: those columns stay empty.
+    missing = [pl.lit(None, dtype).alias(c) for c, dtype in PRODUCT_IMAGES_SCHEMA.items()
+               if c not in joined.columns]  # fmt: skip
+    product_images = joined.with_columns(missing).select(list(PRODUCT_IMAGES_SCHEMA))
     return build_curation_ledger(
         raw, rejected, product_images, empty_frame(DUPLICATE_CLUSTERS_SCHEMA)
     )
