@@ -29,7 +29,6 @@ from collections.abc import Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from multiprocessing.connection import Connection
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from PIL import Image
@@ -147,12 +146,7 @@ class ImageServer:
         self._thread.start()
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self._httpd.stop.set()  # type: ignore[attr-defined]
         self._httpd.shutdown()
         self._httpd.server_close()
@@ -195,12 +189,7 @@ class ServerProcess:
         self.port = self._conn.recv()
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self._conn.send("stop")
         self._process.join(timeout=10)
         if self._process.is_alive():

@@ -209,11 +209,15 @@ def _bad_image_gallery(ctx: Context) -> list[Gallery]:
         if thumb.uri is not None:
             caption.append(clip(reason, 60))
         figures.append(_figure(thumb, caption, tooltip, box_text=reason))
+    return _sample_gallery(figures, bad.height, "Sample bad images", "bad images")
+
+
+def _sample_gallery(figures: list[Figure], total: int, heading: str, what: str) -> list[Gallery]:
+    """The first few of `total` rows as one gallery, saying how many are shown."""
     if not figures:
         return []
-    shown = "all shown" if bad.height == len(figures) else f"first {len(figures)} shown"
-    note = f"{bad.height:,} bad images, {shown}."
-    return [Gallery([FigureGroup(figures)], "Sample bad images", note)]
+    shown = "all shown" if total == len(figures) else f"first {len(figures)} shown"
+    return [Gallery([FigureGroup(figures)], heading, f"{total:,} {what}, {shown}.")]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -299,11 +303,7 @@ def _quality_gallery(flagged: pl.DataFrame, ctx: Context) -> list[Gallery]:
         tooltip = f"{r['title'] or r['row_id']}\n{flags}\n{r['reason'] or ''}"
         caption = [f"#{r['row_index']} · {r['outcome']}", clip(r["title"], 34), clip(flags, 60)]
         figures.append(_figure(thumb, caption, tooltip, box_text=flags))
-    if not figures:
-        return []
-    shown = "all shown" if flagged.height == len(figures) else f"first {len(figures)} shown"
-    note = f"{flagged.height:,} flagged rows, {shown}."
-    return [Gallery([FigureGroup(figures)], "Flagged rows", note)]
+    return _sample_gallery(figures, flagged.height, "Flagged rows", "flagged rows")
 
 
 def _quality_section(ctx: Context) -> Section:

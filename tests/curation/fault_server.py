@@ -17,7 +17,6 @@ import zlib
 from collections import Counter
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from urllib.parse import parse_qs
 
 from PIL import Image
@@ -209,10 +208,15 @@ def _drip(h: _Handler, hits: int) -> None:
     h.send_header("Content-Type", "image/jpeg")
     h.send_header("Content-Length", "100000")
     h.end_headers()
-    for _ in range(int(HANG_MAX_S / DRIP_INTERVAL_S)):
-        h.wfile.write(b"\xff")
+    _trickle(h, b"\xff" * int(HANG_MAX_S / DRIP_INTERVAL_S), DRIP_INTERVAL_S)
+
+
+def _trickle(h: _Handler, data: bytes, interval_s: float) -> None:
+    """Send `data` one byte per `interval_s`, until it ends or the server stops."""
+    for byte in data:
+        h.wfile.write(bytes([byte]))
         h.wfile.flush()
-        if h.server.fault.stop.wait(DRIP_INTERVAL_S):
+        if h.server.fault.stop.wait(interval_s):
             return
 
 
@@ -268,20 +272,13 @@ def _gzip_bomb(h: _Handler, hits: int) -> None:
 def _drip_headers(h: _Handler, hits: int) -> None:
     """Slowloris on the header phase: the status line, then one header byte at a time."""
     h.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\nX-Slow: ")
-    for _ in range(int(HANG_MAX_S / HEADER_DRIP_INTERVAL_S)):
-        h.wfile.write(b"a")
-        h.wfile.flush()
-        if h.server.fault.stop.wait(HEADER_DRIP_INTERVAL_S):
-            return
+    _trickle(h, b"a" * int(HANG_MAX_S / HEADER_DRIP_INTERVAL_S), HEADER_DRIP_INTERVAL_S)
 
 
 def _drip_status(h: _Handler, hits: int) -> None:
     """Slowloris before the first line: the status line itself arrives one byte at a time."""
-    for byte in (b"HTTP/1.1 200 OK" * 100)[: int(HANG_MAX_S / HEADER_DRIP_INTERVAL_S)]:
-        h.wfile.write(bytes([byte]))
-        h.wfile.flush()
-        if h.server.fault.stop.wait(HEADER_DRIP_INTERVAL_S):
-            return
+    status = (b"HTTP/1.1 200 OK" * 100)[: int(HANG_MAX_S / HEADER_DRIP_INTERVAL_S)]
+    _trickle(h, status, HEADER_DRIP_INTERVAL_S)
 
 
 def _start_chunked(h: _Handler, headers: dict[str, str] | None = None) -> None:
@@ -450,12 +447,7 @@ class FaultServer:
         self._thread.start()
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.state.stop.set()  # releases /hang, /drip and /slow.jpg handlers
         self._httpd.shutdown()
         self._httpd.server_close()

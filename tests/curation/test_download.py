@@ -47,6 +47,7 @@ from schemas.tables import (
 from tests.curation.fault_server import (
     SLOW_DELAY_S,
     FaultServer,
+    bomb_png_bytes,
     gzip_bomb_bytes,
     jpeg_bytes,
     png_bytes,
@@ -69,6 +70,7 @@ FAST = DownloadPolicy(
 
 @pytest.fixture
 def server() -> Iterator[FaultServer]:
+    bomb_png_bytes()  # built once, before any deadline is running (seconds on a loaded box)
     with FaultServer() as running:
         yield running
 

@@ -18,6 +18,7 @@ import pytest
 
 from dagster_project.definitions import build_definitions
 from tests.e2e.helpers import (
+    CURATION_TABLES,
     copy_catalogue,
     pipeline_env,
     require_service,
@@ -28,18 +29,7 @@ from tests.e2e.ui_server import BIN, REPO_ROOT, stop_process
 pytestmark = pytest.mark.slow
 
 BROKER = "pyamqp://guest:guest@127.0.0.1:5672//"
-CURATE_KEYS = [
-    "raw_catalogue",
-    "validated_products",
-    "rejected_rows",
-    "product_images",
-    "image_hashes",
-    "image_quality",
-    "duplicate_clusters",
-    "curation_ledger",
-    "curated_products",
-    "data_quality_report",
-]
+CURATE_KEYS = [*CURATION_TABLES, "data_quality_report"]
 
 
 def data_versions(instance: dg.DagsterInstance) -> dict[str, str]:

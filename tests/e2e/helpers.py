@@ -13,6 +13,18 @@ import pytest
 # a broken deployment path instead of reporting a machine that lacks it.
 REQUIRE_SERVICES = os.environ.get("CI_REQUIRE_SERVICES") == "1"
 TELEMETRY_OFF = "telemetry:\n  enabled: false\n"
+# The Parquet tables of the ingest, images and curation groups: what a curation run leaves.
+CURATION_TABLES = (
+    "raw_catalogue",
+    "validated_products",
+    "rejected_rows",
+    "product_images",
+    "image_hashes",
+    "image_quality",
+    "duplicate_clusters",
+    "curation_ledger",
+    "curated_products",
+)
 
 
 def unavailable(reason: str) -> None:

@@ -12,6 +12,8 @@ import datasets
 import polars as pl
 import pytest
 
+from tests.e2e.helpers import CURATION_TABLES
+
 # The whole demo, training included: minutes on 2 cores, longer than the default per-test limit.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
 
@@ -41,19 +43,7 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_every_output_of_the_design_exists(demo_run: Path) -> None:
-    for name in (
-        "raw_catalogue",
-        "validated_products",
-        "rejected_rows",
-        "product_images",
-        "image_hashes",
-        "image_quality",
-        "duplicate_clusters",
-        "curated_products",
-        "curation_ledger",
-        "dataset_splits",
-        "synthetic_variants",
-    ):
+    for name in (*CURATION_TABLES, "dataset_splits", "synthetic_variants"):
         assert (demo_run / f"{name}.parquet").exists(), name
     assert (demo_run / "reports" / "data_quality.html").stat().st_size > 10_000
     dsd = datasets.load_from_disk(str(demo_run / "hf_dataset" / snapshot_name(demo_run)))
