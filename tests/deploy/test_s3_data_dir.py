@@ -110,6 +110,7 @@ def test_curation_groups_round_trip_through_s3(tmp_path, demo_catalogue, s3_endp
     instance.dispose()
 
 
+@pytest.mark.timeout(1800)  # every image, snapshot file and checkpoint goes through moto
 def test_model_group_trains_and_evaluates_on_s3(
     tmp_path, demo_catalogue, s3_endpoint, monkeypatch, capsys
 ):
