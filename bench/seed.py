@@ -88,7 +88,8 @@ def keep_every_weight(model: Any, preset: ModelPreset, config: TrainConfig) -> A
 
 def seed_setup(config: TrainConfig, layout: SeedLayout) -> Any:
     """training.train.setup with the seed's collator (and no adapter for a full fine-tune)."""
-    from training.train import attach_lora, setup
+    from training.optim import attach_lora
+    from training.train import setup
 
     if layout.full_finetune and list_checkpoints(Path(config.output_dir) / CHECKPOINT_DIR):
         # A checkpoint restores adapter weights; a full model checkpoint has none.

@@ -38,7 +38,7 @@ from bench.gpu_models import LLAVA_TINY, QWEN_TINY, LlavaSize, QwenSize
 from bench.seed import pad_to_fixed_length, unmasked_labels
 from training.collate import IGNORE_INDEX, build_labels
 from training.config import TrainConfig
-from training.train import attach_lora, build_optimizer, enable_gradient_checkpointing
+from training.optim import attach_lora, build_optimizer, enable_gradient_checkpointing
 
 
 @dataclass(frozen=True)

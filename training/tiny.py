@@ -358,3 +358,24 @@ def ensure_tiny_base(
     except OSError:  # a concurrent build won the race: theirs is identical
         shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def vision_pretrain_data(train: Any) -> VisionPretrainData:
+    """The train split's (image, category3) pairs for the tiny tower's pretraining, keyed by a
+    hash of the encoded image bytes and labels (cheap: nothing is decoded to compute it).
+    Validation and test are never touched."""
+    import datasets
+
+    raw = train.select_columns(["image", "category3_code"]).cast_column(
+        "image", datasets.Image(decode=False)
+    )
+    digest = hashlib.sha256()
+    for row in raw:
+        digest.update(row["image"]["bytes"] or str(row["image"]["path"]).encode())
+        digest.update(f"\0{row['category3_code']}\0".encode())
+
+    def load() -> Any:
+        columns = train.select_columns(["image", "category3_code"])
+        return ((row["image"], row["category3_code"]) for row in columns)
+
+    return VisionPretrainData(key=digest.hexdigest(), load=load)

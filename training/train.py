@@ -9,9 +9,7 @@ Progress lines on stdout are JSON objects with an "event" key.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
-import math
 import random
 import shutil
 import sys
@@ -59,13 +57,21 @@ from training.distributed import (
 )
 from training.generate import generate_answers
 from training.lineage import build_lineage, copy_manifest, folder_sha256, snapshot_info
+from training.optim import (
+    attach_lora,
+    batch_stream,
+    build_optimizer,
+    count_total_steps,
+    enable_gradient_checkpointing,
+    warmup_cosine,
+)
 from training.pipes import dagster_pipes_session, report_materialization
 from training.pipes import forward as forward_to_dagster
 from training.preset_base import BaseRef, ModelPreset
 from training.presets import get_preset
 from training.runtime import best_device, four_bit_quantization, resolve_precision, weight_dtype
 from training.storage import join, local_dir, publish
-from training.tiny import VisionPretrainData
+from training.tiny import vision_pretrain_data
 from training.tracking import Tracker, start_tracker
 
 
@@ -121,68 +127,6 @@ def seed_everything(seed: int) -> None:
         torch.cuda.manual_seed_all(seed)
 
 
-def warmup_cosine(total_steps: int, warmup_steps: int) -> Any:
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / max(1, warmup_steps)
-        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-    return factor
-
-
-def attach_lora(model: Any, preset: ModelPreset, config: TrainConfig) -> Any:
-    from peft import LoraConfig, get_peft_model
-
-    lora = LoraConfig(
-        r=config.lora_r,
-        lora_alpha=config.lora_alpha,
-        lora_dropout=config.lora_dropout,
-        target_modules=preset.lora_targets(config.adapt_vision),
-        modules_to_save=list(preset.modules_to_save) or None,
-        bias="none",
-    )
-    return get_peft_model(model, lora)
-
-
-def enable_gradient_checkpointing(model: Any) -> None:
-    """Recompute activations in backward; inputs must require grad or a frozen embedding would
-    leave the checkpointed blocks with nothing to differentiate."""
-    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    model.enable_input_require_grads()
-
-
-def build_optimizer(model: Any, config: TrainConfig) -> torch.optim.Optimizer:
-    """Decay matrices only: decaying norms/biases just fights the signal."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    groups = [
-        {"params": [p for p in params if p.ndim >= 2], "weight_decay": config.weight_decay},
-        {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
-    ]
-    return torch.optim.AdamW(groups, lr=config.learning_rate, betas=(0.9, 0.95))
-
-
-def count_total_steps(config: TrainConfig, n_train: int, world_size: int = 1) -> int:
-    if config.max_steps:
-        return config.max_steps
-    batches = math.ceil(n_train / (config.per_device_batch_size * world_size))
-    return max(1, math.ceil(config.num_epochs * batches / config.grad_accum_steps))
-
-
-def batch_stream(n: int, batch_size: int, seed: int, start: int) -> Iterator[list[int]]:
-    """Micro-batches of indices, reshuffled each epoch from (seed, epoch): resuming at micro-batch
-    `start` replays exactly the order an uninterrupted run would have seen, without loading the
-    skipped images."""
-    per_epoch = math.ceil(n / batch_size)
-    index = start
-    while True:
-        epoch, offset = divmod(index, per_epoch)
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed + epoch)).tolist()
-        for b in range(offset, per_epoch):
-            yield order[b * batch_size : (b + 1) * batch_size]
-            index += 1
-
-
 def make_loader(view: Any, collator: VLMCollator, batches: Any, workers: int) -> Any:
     from torch.utils.data import DataLoader
 
@@ -199,27 +143,6 @@ def make_loader(view: Any, collator: VLMCollator, batches: Any, workers: int) ->
 
 def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
     return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-
-
-def vision_pretrain_data(train: Any) -> VisionPretrainData:
-    """The train split's (image, category3) pairs for the tiny tower's pretraining, keyed by a
-    hash of the encoded image bytes and labels (cheap: nothing is decoded to compute it).
-    Validation and test are never touched."""
-    import datasets
-
-    raw = train.select_columns(["image", "category3_code"]).cast_column(
-        "image", datasets.Image(decode=False)
-    )
-    digest = hashlib.sha256()
-    for row in raw:
-        digest.update(row["image"]["bytes"] or str(row["image"]["path"]).encode())
-        digest.update(f"\0{row['category3_code']}\0".encode())
-
-    def load() -> Any:
-        columns = train.select_columns(["image", "category3_code"])
-        return ((row["image"], row["category3_code"]) for row in columns)
-
-    return VisionPretrainData(key=digest.hexdigest(), load=load)
 
 
 def load_base(config: TrainConfig, dataset: Any) -> tuple[ModelPreset, BaseRef, Any, Any]:

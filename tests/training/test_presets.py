@@ -19,10 +19,10 @@ import torch
 from tests.training.conftest import tiny_train_config
 from training.collate import IGNORE_INDEX, Sample, VLMCollator
 from training.data import SampleView, load_splits, tokenizer_corpus
+from training.optim import attach_lora
 from training.preset_base import check_version_range, lora_matches
 from training.presets import PRESETS, Phi3VisionPreset, get_preset
 from training.tiny import train_tokenizer
-from training.train import attach_lora
 
 SMOLVLM_TEMPLATE = (
     "<|im_start|>{% for message in messages %}{{ message['role'] | capitalize }}"

@@ -15,8 +15,8 @@ from training.tiny import (
     build_pretrained_tiny,
     ensure_tiny_base,
     tiny_cache_key,
+    vision_pretrain_data,
 )
-from training.train import vision_pretrain_data
 
 
 @pytest.fixture(scope="module")
