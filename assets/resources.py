@@ -17,6 +17,7 @@ import polars as pl
 from dagster_polars import PolarsParquetIOManager
 from upath import UPath
 
+from curation.download import DEFAULT_POLICY
 from demo import build_demo_catalogue
 from schemas.atomic import atomic_path
 
@@ -59,18 +60,18 @@ class PipelineSettings(dg.ConfigurableResource):
 
 
 class DownloadSettings(dg.ConfigurableResource):
-    """Knobs of the image downloader (curation.download.DownloadPolicy)."""
+    """Knobs of the image downloader; the defaults, and why they are what they are, live in
+    curation.download.DownloadPolicy."""
 
     # Downloads wait on the network, not the CPU: many more threads than cores pays off
     # (bench/RESULTS.md, download: 64 threads beat 16 by ~1.6x on 2 cores).
     workers: int = 64
-    connect_timeout_s: float = 5.0
-    read_timeout_s: float = 10.0
-    # A hard wall per URL, so a server that drips a byte a second cannot hold a worker.
-    deadline_s: float = 30.0
-    max_attempts: int = 4
-    max_bytes: int = 20 * 1024 * 1024
-    max_pixels: int = 40_000_000
+    connect_timeout_s: float = DEFAULT_POLICY.connect_timeout_s
+    read_timeout_s: float = DEFAULT_POLICY.read_timeout_s
+    deadline_s: float = DEFAULT_POLICY.deadline_s
+    max_attempts: int = DEFAULT_POLICY.max_attempts
+    max_bytes: int = DEFAULT_POLICY.max_bytes
+    max_pixels: int = DEFAULT_POLICY.max_pixels
     # PIPELINE_ALLOW_PRIVATE_HOSTS=1 lets URLs reach loopback/private hosts (intranet, tests).
     allow_private_hosts: bool = False
     # Extra schemes beyond http/https; local files are allowed for a local or demo catalogue.
