@@ -25,17 +25,17 @@ export DAGSTER_CELERY_QUEUE ?= dagster
 setup: $(RUNTIME_STAMP)
 setup-dev: $(DEV_STAMP)
 
-$(RUNTIME_STAMP): pyproject.toml
+$(RUNTIME_STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e .
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e .
 	touch $(RUNTIME_STAMP)
 
 # The dev extras include the runtime set (and the deploy extras the service tests use).
-$(DEV_STAMP): pyproject.toml
+$(DEV_STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $(RUNTIME_STAMP) $(DEV_STAMP)
 
 # Writes $(DAGSTER_HOME)/dagster.yaml from the profile once; an existing file is the operator's.
@@ -91,7 +91,7 @@ test-fast: lint
 
 # CPU benchmarks (ratios vs same-run baselines); the table lands in bench/RESULTS.md.
 bench: setup
-	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[bench]'
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 clean:

@@ -30,8 +30,8 @@ def table_output(
 ) -> dg.Output:
     """Output with a content-derived data version, row count and preview.
 
-    The data version is a hash of the content, so rematerializing with identical results
-    leaves everything downstream up to date (the wave of staleness stops here).
+    The data version is a hash of the content: a rerun with identical results keeps it, so
+    no automation condition downstream fires (the chain stops here).
     `version_columns` leaves out bookkeeping (timings, attempt counts) that changes on every run
     without changing what downstream assets see.
     """

@@ -31,8 +31,11 @@ class CurationConfig(dg.Config):
         "curation_ledger": dg.AssetOut(kinds={"polars"}, code_version="1"),
         "curated_products": dg.AssetOut(kinds={"polars"}, code_version="1"),
     },
+    # Either output can be rebuilt alone (`--select curated_products`).
+    can_subset=True,
 )
 def curation_ledger(
+    context: dg.AssetExecutionContext,
     config: CurationConfig,
     raw_catalogue: pl.DataFrame,
     validated_products: pl.DataFrame,
@@ -55,21 +58,23 @@ def curation_ledger(
     )
     counts = ledger_counts(ledger)
     flagged = row_flag_counts(ledger)
-    yield table_output(
-        ledger,
-        output_name="curation_ledger",
-        outcomes=dg.MetadataValue.md(counts_markdown(counts, "outcome")),
-        quality_flags=dg.MetadataValue.md(counts_markdown(flagged, "flag")),
-        **{f"outcome/{name}": n for name, n in counts.items()},
-        **{f"quality/{name}": n for name, n in flagged.items()},
-    )
-    marked = row_flag_counts(curated)
-    yield table_output(
-        curated,
-        output_name="curated_products",
-        quality_flags=dg.MetadataValue.md(counts_markdown(marked, "flag")),
-        **{f"quality/{name}": n for name, n in marked.items()},
-    )
+    if "curation_ledger" in context.selected_output_names:
+        yield table_output(
+            ledger,
+            output_name="curation_ledger",
+            outcomes=dg.MetadataValue.md(counts_markdown(counts, "outcome")),
+            quality_flags=dg.MetadataValue.md(counts_markdown(flagged, "flag")),
+            **{f"outcome/{name}": n for name, n in counts.items()},
+            **{f"quality/{name}": n for name, n in flagged.items()},
+        )
+    if "curated_products" in context.selected_output_names:
+        marked = row_flag_counts(curated)
+        yield table_output(
+            curated,
+            output_name="curated_products",
+            quality_flags=dg.MetadataValue.md(counts_markdown(marked, "flag")),
+            **{f"quality/{name}": n for name, n in marked.items()},
+        )
 
 
 @dg.asset_check(

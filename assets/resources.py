@@ -29,6 +29,16 @@ def default_data_dir() -> str:
     return os.environ.get("PIPELINE_DATA_DIR") or str(PROJECT_ROOT / "data")
 
 
+# What an unset variable means; the Makefile exports the same values.
+ENV_DEFAULTS = {
+    "CATALOGUE_URI": DEMO_CATALOGUE,
+    "MODEL_PRESET": "tiny",
+    "WANDB_MODE": "offline",
+    "PIPELINE_DOWNLOAD_WORKERS": "64",
+    "PIPELINE_EXTRA_URL_SCHEMES": "",
+}
+
+
 class PipelineSettings(dg.ConfigurableResource):
     """Where data lives and what it is made from; every field maps to a documented env var."""
 
@@ -81,20 +91,32 @@ class DownloadSettings(dg.ConfigurableResource):
     allowed_formats: str = "jpeg,mpo,png,webp,gif,avif"
 
 
+def fill_env_defaults() -> None:
+    """Unset settings get their documented default in the environment, so the resources can
+    read every one through `dg.EnvVar` (resolved when a run starts, shown by name in the UI)."""
+    os.environ.setdefault("PIPELINE_DATA_DIR", default_data_dir())
+    for name, value in ENV_DEFAULTS.items():
+        os.environ.setdefault(name, value)
+
+
 def pipeline_settings_from_env() -> PipelineSettings:
+    fill_env_defaults()
     return PipelineSettings(
-        data_dir=default_data_dir(),
-        catalogue_uri=os.environ.get("CATALOGUE_URI") or DEMO_CATALOGUE,
-        model_preset=os.environ.get("MODEL_PRESET") or "tiny",
-        wandb_mode=os.environ.get("WANDB_MODE") or "offline",
+        data_dir=dg.EnvVar("PIPELINE_DATA_DIR"),
+        catalogue_uri=dg.EnvVar("CATALOGUE_URI"),
+        model_preset=dg.EnvVar("MODEL_PRESET"),
+        wandb_mode=dg.EnvVar("WANDB_MODE"),
     )
 
 
 def download_settings_from_env() -> DownloadSettings:
+    fill_env_defaults()
     return DownloadSettings(
-        workers=int(os.environ.get("PIPELINE_DOWNLOAD_WORKERS", "64")),
+        workers=dg.EnvVar.int("PIPELINE_DOWNLOAD_WORKERS"),
+        # A boolean has no EnvVar form: read when the Definitions load.
         allow_private_hosts=os.environ.get("PIPELINE_ALLOW_PRIVATE_HOSTS", "0") == "1",
-        extra_schemes=os.environ.get("PIPELINE_EXTRA_URL_SCHEMES", ""),
+        extra_schemes=dg.EnvVar("PIPELINE_EXTRA_URL_SCHEMES"),
+        # An empty value means the default list, which EnvVar cannot express.
         allowed_formats=os.environ.get("PIPELINE_IMAGE_FORMATS") or "jpeg,mpo,png,webp,gif,avif",
     )
 

@@ -1,7 +1,7 @@
-"""`make demo` / `make refresh`: materialize assets into the persistent Dagster instance.
+"""`make demo` / `make refresh` / `make stale`: run the pipeline into the persistent instance.
 
 Runs go through the same Definitions and the instance under DAGSTER_HOME, so everything done
-here shows up in `make ui` (run history, materializations, checks, staleness).
+here shows up in `make ui` (run history, materializations, checks, automation evaluations).
 """
 
 from __future__ import annotations
@@ -9,43 +9,21 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 import dagster as dg
-from dagster._core.definitions.data_version import DATA_VERSION_TAG
 
-from curation.catalogue import source_fingerprint
-from dagster_project.automation import (
-    CATALOGUE_SOURCE,
-    PIPELINE_SELECTION,
-    next_wave,
-    stale_or_missing_keys,
-    staleness_resolver,
+from dagster_project.automation import CATALOGUE_SOURCE, PIPELINE_SELECTION
+from dagster_project.refresh import (
+    DEFAULT_TARGET,
+    RefreshResult,
+    Target,
+    materialize_all,
+    pipeline_settings,
+    refresh,
+    requested_now,
 )
 
-__all__ = [
-    "RefreshResult",
-    "main",
-    "materialize",
-    "observe_catalogue",
-    "refresh",
-    "selection_for",
-    "stale_or_missing_keys",
-]
-
-
-@dataclass
-class RefreshResult:
-    success: bool
-    waves: list[list[dg.AssetKey]] = field(default_factory=list)  # one entry per launched run
-    run_ids: list[str] = field(default_factory=list)
-
-
-def default_definitions() -> dg.Definitions:
-    # Imported on use: building the Definitions reads env vars, which tests set first.
-    from dagster_project.definitions import defs
-
-    return defs
+__all__ = ["RefreshResult", "Target", "main", "refresh", "selection_for"]
 
 
 def selection_for(groups: Sequence[str] | None) -> dg.AssetSelection:
@@ -55,96 +33,8 @@ def selection_for(groups: Sequence[str] | None) -> dg.AssetSelection:
     return dg.AssetSelection.groups(*groups) - dg.AssetSelection.keys(CATALOGUE_SOURCE)
 
 
-def observe_catalogue(instance: dg.DagsterInstance, defs: dg.Definitions) -> str | None:
-    """Record the catalogue's content version when it differs from the last one recorded.
-
-    Reported as a run-less observation (what the sensor does too): a refresh that finds
-    nothing changed launches no run at all, not even an observation run.
-    """
-    asset_graph = defs.resolve_asset_graph()
-    if not asset_graph.has(CATALOGUE_SOURCE):
-        return None
-    settings = defs.resources["pipeline"]
-    version = source_fingerprint(settings.resolved_catalogue_uri())
-    recorded = staleness_resolver(instance, asset_graph).get_current_data_version(CATALOGUE_SOURCE)
-    if recorded.value != version:
-        instance.report_runless_asset_event(
-            dg.AssetObservation(asset_key=CATALOGUE_SOURCE, tags={DATA_VERSION_TAG: version})
-        )
-    return version
-
-
-def _job_for(defs: dg.Definitions) -> dg.JobDefinition:
-    """The `full_pipeline` job when defined (runs show under that name in the UI)."""
-    names = {job.name for job in defs.jobs or []}
-    if "full_pipeline" in names:
-        return defs.resolve_job_def("full_pipeline")
-    return defs.resolve_implicit_global_asset_job_def()
-
-
-def materialize(
-    instance: dg.DagsterInstance, defs: dg.Definitions, keys: Sequence[dg.AssetKey]
-) -> dg.ExecuteInProcessResult:
-    return _job_for(defs).execute_in_process(
-        instance=instance, asset_selection=list(keys), raise_on_error=False
-    )
-
-
-def _names(keys: Sequence[dg.AssetKey]) -> str:
-    return ", ".join(k.to_user_string() for k in keys)
-
-
-def refresh(
-    instance: dg.DagsterInstance,
-    defs: dg.Definitions | None = None,
-    selection: dg.AssetSelection = PIPELINE_SELECTION,
-    max_waves: int = 16,
-) -> RefreshResult:
-    """Observe the catalogue, then materialize what is stale, then what that made stale, ...
-
-    Each wave takes only stale assets with no stale ancestor, so no asset is computed twice in
-    one refresh, and a content-identical output ends the wave below it. Nothing stale means no
-    run is launched at all.
-    """
-    defs = defs or default_definitions()
-    asset_graph = defs.resolve_asset_graph()
-    observe_catalogue(instance, defs)
-    result = RefreshResult(success=True)
-    for _ in range(max_waves):
-        keys = next_wave(instance, asset_graph, selection)
-        if not keys:
-            print("Up to date." if result.waves else "Nothing is stale: every asset is up to date.")
-            return result
-        print(f"Wave {len(result.waves) + 1}: materializing {_names(keys)}")
-        run = materialize(instance, defs, keys)
-        result.waves.append(keys)
-        result.run_ids.append(run.run_id)
-        if not run.success:
-            result.success = False
-            return result
-    result.success = False  # still stale after max_waves: a cycle of changing outputs
-    return result
-
-
-def describe_stale(
-    instance: dg.DagsterInstance, defs: dg.Definitions, selection: dg.AssetSelection
-) -> list[str]:
-    """One line per stale or missing asset, with Dagster's own root causes."""
-    asset_graph = defs.resolve_asset_graph()
-    resolver = staleness_resolver(instance, asset_graph)
-    lines = []
-    for key in stale_or_missing_keys(instance, asset_graph, selection):
-        causes = "; ".join(
-            f"{c.key.asset_key.to_user_string()} {c.reason}"
-            for c in resolver.get_stale_root_causes(key)
-        )
-        status = resolver.get_status(key).value.lower()
-        lines.append(f"{key.to_user_string():24s} {status:8s} {causes}")
-    return lines
-
-
 def print_summary(instance: dg.DagsterInstance, defs: dg.Definitions) -> None:
-    settings = defs.resources["pipeline"]
+    settings = pipeline_settings(defs)
     print(f"\nData dir: {settings.data_dir}")
     keys = defs.resolve_asset_graph().materializable_asset_keys
     for key in sorted(keys, key=lambda k: k.to_user_string()):
@@ -160,7 +50,7 @@ def print_summary(instance: dg.DagsterInstance, defs: dg.Definitions) -> None:
     print(f"Dagster instance: {instance.root_directory} (open it with `make ui`)")
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, target: Target = DEFAULT_TARGET) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] in (["trace"], ["gc"]):  # lineage questions: no Definitions, no instance
         from dagster_project.trace import main as lineage_main
@@ -175,20 +65,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     selection = selection_for([g for g in args.groups.split(",") if g.strip()])
-    defs = default_definitions()
     instance = dg.DagsterInstance.get()
     if args.command == "stale":
-        print("\n".join(describe_stale(instance, defs, selection)) or "Nothing is stale.")
+        keys = requested_now(instance, target, selection)
+        print("\n".join(k.to_user_string() for k in keys) or "Nothing would run.")
         return 0
     if args.command == "demo":
-        observe_catalogue(instance, defs)
-        keys = sorted(
-            selection.resolve(defs.resolve_asset_graph()), key=lambda k: k.to_user_string()
-        )
-        ok = materialize(instance, defs, keys).success
+        ok = materialize_all(instance, target, selection).success
     else:
-        ok = refresh(instance, defs, selection).success
-    print_summary(instance, defs)
+        ok = refresh(instance, target, selection).success
+    print_summary(instance, target.load())
     return 0 if ok else 1
 
 

@@ -2,6 +2,7 @@
 
 `DAGSTER_EXECUTOR`:
 - unset / `multiprocess` — Dagster's default: one subprocess per step on this machine.
+- `in_process` — every step in the run's own process (fast start; what the tests use).
 - `celery` — steps become Celery tasks on `DAGSTER_CELERY_BROKER_URL` (RabbitMQ or Redis),
   consumed by `dagster-celery worker start -A dagster_celery.app -q $DAGSTER_CELERY_QUEUE`.
 - `k8s` — each step is a Kubernetes Job (dagster-k8s); see docs/deploy.md.
@@ -47,8 +48,12 @@ def executor_from_env() -> dg.ExecutorDefinition | None:
     kind = os.environ.get("DAGSTER_EXECUTOR", "multiprocess").strip().lower()
     if kind in ("", "multiprocess"):
         return None
+    if kind == "in_process":
+        return dg.in_process_executor
     if kind == "celery":
         return celery_executor_from_env()
     if kind == "k8s":
         return k8s_executor_from_env()
-    raise ValueError(f"DAGSTER_EXECUTOR must be multiprocess, celery or k8s, not {kind!r}")
+    raise ValueError(
+        f"DAGSTER_EXECUTOR must be multiprocess, in_process, celery or k8s, not {kind!r}"
+    )

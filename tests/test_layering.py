@@ -78,3 +78,21 @@ def test_production_reaches_the_demo_generator_in_one_place() -> None:
         if pattern.search(path.read_text())
     ]
     assert importers == ["assets/resources.py"]
+
+
+def test_no_module_uses_private_dagster_apis() -> None:
+    """`dagster._…` is Dagster's private namespace: it changes in patch releases, which is what
+    pinned the project to one exact version. Nothing here may import or reach into it."""
+    import pathlib
+    import re
+
+    root = pathlib.Path(__file__).resolve().parents[1]
+    private = re.compile(r"^\s*(?:from|import)\s+dagster\._|\b(?:dagster|dg)\._\w", re.M)
+    skip = {".venv", ".git", "data", ".dagster_home", "test-artifacts"}
+    offenders = [
+        f"{path.relative_to(root)}: {match.group(0).strip()}"
+        for path in root.rglob("*.py")
+        if not skip & set(path.relative_to(root).parts)
+        for match in private.finditer(path.read_text())
+    ]
+    assert offenders == []

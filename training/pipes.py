@@ -33,10 +33,12 @@ def dagster_pipes_session() -> Iterator[Any]:
             _session = None
 
 
-def forward(event: str, values: dict[str, Any]) -> None:
-    """Send one progress event to the Dagster run log (no-op outside Pipes)."""
-    if _session is not None:
-        _session.log.info(json.dumps({"event": event, **values}, default=str))
+def forward(event: str, values: dict[str, Any]) -> bool:
+    """Send one progress event to the Dagster run log; False outside Pipes (nothing sent)."""
+    if _session is None:
+        return False
+    _session.log.info(json.dumps({"event": event, **values}, default=str))
+    return True
 
 
 def report_materialization(metadata: dict[str, Any], data_version: str | None = None) -> None:

@@ -113,11 +113,31 @@ class Run:
 
 def emit(event: str, **values: Any) -> None:
     """One JSON object per line: trivially parsed by the Dagster asset or a shell pipeline.
-    Rank 0 speaks for a data-parallel run (the values it emits are already all-reduced)."""
+
+    Rank 0 speaks for a data-parallel run (the values it emits are already all-reduced).
+    Under Dagster Pipes the line goes to the run log only (which the terminal shows too);
+    printing it as well would show every line twice."""
     if not launched_ranks().is_main:
         return
-    print(json.dumps({"event": event, **values}), flush=True)
-    forward_to_dagster(event, values)
+    if not forward_to_dagster(event, values):
+        print(json.dumps({"event": event, **values}), flush=True)
+
+
+class ProgressGate:
+    """Lets a progress line through about every 10 % of the steps or every 10 s, whichever
+    comes first, so a long run reports at a rate a person can read."""
+
+    def __init__(self, total: int, every_fraction: float = 0.1, every_s: float = 10.0):
+        self.every_steps = max(1, int(total * every_fraction))
+        self.every_s = every_s
+        self.last_t = time.monotonic()
+
+    def due(self, step: int, last: bool = False) -> bool:
+        now = time.monotonic()
+        if last or step % self.every_steps == 0 or now - self.last_t >= self.every_s:
+            self.last_t = now
+            return True
+        return False
 
 
 def seed_everything(seed: int) -> None:
@@ -319,6 +339,7 @@ def train_loop(run: Run) -> float | None:
     )
     loader = make_loader(SampleView(run.dataset["train"]), run.collator, stream, cfg.num_workers)
     batches, bar, last_val = iter(loader), progress_bar(run.total_steps, state.step), None
+    gate = ProgressGate(run.total_steps)
     run.model.train()
     while state.step < run.total_steps and not out_of_time(cfg, state):
         started = time.perf_counter()
@@ -331,7 +352,14 @@ def train_loop(run: Run) -> float | None:
         state.samples_seen += samples
         state.train_seconds += elapsed
         lr = run.scheduler.get_last_lr()[0]
-        emit("train", step=state.step, loss=round(loss, 5), lr=lr, samples_per_s=samples / elapsed)
+        if gate.due(state.step, last=state.step == run.total_steps):
+            emit(
+                "train",
+                step=state.step,
+                loss=round(loss, 5),
+                lr=lr,
+                samples_per_s=samples / elapsed,
+            )
         run.tracker.log({"train/loss": loss, "train/lr": lr}, step=state.step)
         if bar is not None:
             bar.update(1)

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
 
 import dagster as dg
+import polars as pl
 import psutil
 import pytest
 
@@ -130,4 +132,75 @@ def test_curate_job_steps_run_in_celery_worker_with_in_process_results(
     step_pids = {e.dagster_event.pid for e in step_starts}
     assert step_pids <= worker_pids and os.getpid() not in step_pids, (step_pids, worker_pids)
     assert data_versions(instance) == expected  # content-derived: identical results
+    instance.dispose()
+
+
+def step_pids_of(instance: dg.DagsterInstance, run_ids: list[str]) -> set[int]:
+    return {
+        e.dagster_event.pid
+        for run_id in run_ids
+        for e in instance.all_logs(run_id, of_type=dg.DagsterEventType.STEP_START)
+    }
+
+
+def make_refresh(env: dict[str, str]) -> subprocess.CompletedProcess:
+    """`make refresh GROUPS=ingest,images,curation`, minus make's setup step."""
+    return subprocess.run(
+        [sys.executable, "-m", "dagster_project.cli", "refresh"]
+        + ["--groups", "ingest,images,curation"],
+        cwd=REPO_ROOT,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def test_make_refresh_runs_its_steps_in_the_celery_worker(tmp_path, demo_catalogue) -> None:
+    """The refresh scenarios with DAGSTER_EXECUTOR=celery: a fresh build, a no-change refresh
+    that launches nothing, a title edit that re-fetches no image; every step in the worker."""
+    require_service("RabbitMQ", "127.0.0.1", 5672)
+    queue = f"catalogue-vlm-test-{uuid.uuid4().hex[:8]}"
+    catalogue = copy_catalogue(demo_catalogue.catalogue_path, tmp_path / "catalogue.csv", 200)
+    home = write_dagster_home(tmp_path / "home")
+    env = {
+        **pipeline_env(str(tmp_path / "data"), catalogue, home),
+        "DAGSTER_EXECUTOR": "celery",
+        "DAGSTER_CELERY_BROKER_URL": BROKER,
+        "DAGSTER_CELERY_QUEUE": queue,
+    }
+    instance = dg.DagsterInstance.from_config(str(home))
+    worker = start_worker(env, queue, tmp_path / "worker.log")
+    try:
+        built = make_refresh(env)
+        assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
+        n_runs = len(instance.get_run_records())
+        unchanged = make_refresh(env)
+        assert unchanged.returncode == 0 and "Nothing to do" in unchanged.stdout
+        assert len(instance.get_run_records()) == n_runs
+
+        frame = pl.read_csv(catalogue, infer_schema=False)
+        frame.with_columns(
+            pl.when(pl.int_range(pl.len()) == 5)
+            .then(pl.lit("Renamed Trench Coat"))
+            .otherwise(pl.col("title"))
+            .alias("title")
+        ).write_csv(catalogue)
+        edited = make_refresh(env)
+        assert edited.returncode == 0, edited.stdout[-3000:] + edited.stderr[-3000:]
+        worker_pids = worker_process_ids(worker)
+    finally:
+        stop_process(worker)
+
+    runs = [r.dagster_run for r in instance.get_run_records()]
+    assert all(run.status == dg.DagsterRunStatus.SUCCESS for run in runs)
+    assert len(runs) > n_runs
+    step_pids = step_pids_of(instance, [run.run_id for run in runs])
+    assert step_pids and step_pids <= worker_pids, (step_pids, worker_pids)
+    images = instance.get_latest_materialization_event(dg.AssetKey("product_images"))
+    edit_runs = {run.run_id for run in runs[: len(runs) - n_runs]}  # newest first
+    assert images is not None and images.run_id in edit_runs
+    stored = pl.read_parquet(tmp_path / "data" / "product_images.parquet")
+    failed = stored.filter(pl.col("status") != "ok")["url"].n_unique()
+    assert images.asset_materialization.metadata["attempted"].value == failed  # nothing re-fetched
     instance.dispose()

@@ -14,8 +14,9 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from dagster_project.cli import observe_catalogue, refresh, selection_for, stale_or_missing_keys
+from dagster_project.cli import selection_for
 from dagster_project.definitions import build_definitions
+from dagster_project.refresh import DEFAULT_TARGET, observe_catalogue, refresh, requested_now
 from tests.e2e.helpers import copy_catalogue, pipeline_env, require_service, unavailable
 from tests.e2e.ui_server import REPO_ROOT
 
@@ -56,11 +57,12 @@ def test_materializations_and_staleness_live_in_postgres(tmp_path, demo_catalogu
         for name, value in pipeline_env(str(tmp_path / "data"), catalogue, home).items():
             mp.setenv(name, value)
         mp.setenv("DAGSTER_PG_URL", database.replace("postgresql://", DRIVER))
+        mp.setenv("DAGSTER_EXECUTOR", "in_process")  # what is under test is the storage
         defs = build_definitions()
         graph = defs.resolve_asset_graph()
         with dg.DagsterInstance.from_config(str(home)) as writer:
             assert type(writer.run_storage).__name__ == "PostgresRunStorage"
-            assert refresh(writer, defs, SELECTION).success
+            assert refresh(writer, DEFAULT_TARGET, SELECTION).success
 
         with dg.DagsterInstance.from_config(str(home)) as reader:
             assert type(reader.event_log_storage).__name__ == "PostgresEventLogStorage"
@@ -68,12 +70,14 @@ def test_materializations_and_staleness_live_in_postgres(tmp_path, demo_catalogu
             assert len(ledger.records) == 1
             metadata = ledger.records[0].asset_materialization.metadata
             assert metadata["dagster/row_count"].value == 200
-            assert stale_or_missing_keys(reader, graph, SELECTION) == []
-            # A catalogue edit is seen as stale through the same database.
+            assert requested_now(reader, DEFAULT_TARGET, SELECTION) == []
+            # A catalogue edit is seen through the same database (the refresh cursor lives there).
             frame = pl.read_csv(catalogue, infer_schema=False)
             frame.with_columns(pl.col("title").str.to_uppercase()).write_csv(catalogue)
             observe_catalogue(reader, defs)
-            assert stale_or_missing_keys(reader, graph, SELECTION) == [dg.AssetKey("raw_catalogue")]
+            assert requested_now(reader, DEFAULT_TARGET, SELECTION) == [
+                dg.AssetKey("raw_catalogue")
+            ]
     assert count_rows(database, "ASSET_MATERIALIZATION") >= len(SELECTION.resolve(graph))
     assert count_rows(database, "ASSET_OBSERVATION") == 2  # initial version, then the edit
 

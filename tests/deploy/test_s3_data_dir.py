@@ -17,8 +17,9 @@ import polars as pl
 import pytest
 
 from dagster_project.cli import main as cli_main
-from dagster_project.cli import refresh, selection_for
+from dagster_project.cli import selection_for
 from dagster_project.definitions import build_definitions
+from dagster_project.refresh import DEFAULT_TARGET, refresh
 from tests.e2e.helpers import (
     copy_catalogue,
     free_port,
@@ -79,10 +80,11 @@ def test_curation_groups_round_trip_through_s3(tmp_path, demo_catalogue, s3_endp
     home = write_dagster_home(tmp_path / "home")
     for name, value in pipeline_env(data_dir, catalogue, home).items():
         monkeypatch.setenv(name, value)
+    monkeypatch.setenv("DAGSTER_EXECUTOR", "in_process")  # what is under test is the storage
     defs = build_definitions()
     instance = dg.DagsterInstance.from_config(str(home))
 
-    first = refresh(instance, defs, SELECTION)
+    first = refresh(instance, DEFAULT_TARGET, SELECTION)
 
     assert first.success
     with fs.open(f"{bucket}/pipeline/curation_ledger.parquet", "rb") as handle:
@@ -100,7 +102,7 @@ def test_curation_groups_round_trip_through_s3(tmp_path, demo_catalogue, s3_endp
         assert "<html" in handle.read(2000).lower()
 
     # Unchanged catalogue: nothing to redo. A rerun of the downloads reuses every s3 image.
-    assert refresh(instance, defs, SELECTION).waves == []
+    assert refresh(instance, DEFAULT_TARGET, SELECTION).waves == []
     rerun = defs.resolve_job_def("curate").execute_in_process(
         instance=instance, asset_selection=[dg.AssetKey("product_images")]
     )

@@ -17,10 +17,10 @@ import datasets
 import polars as pl
 import pytest
 
-from dagster_project.automation import PIPELINE_SELECTION, next_wave
+from dagster_project.automation import PIPELINE_SELECTION
 from dagster_project.cli import main as cli_main
-from dagster_project.cli import observe_catalogue
 from dagster_project.definitions import build_definitions
+from dagster_project.refresh import evaluate, load_cursor, observe_catalogue, save_cursor
 from tests.e2e.helpers import copy_catalogue, pipeline_env, write_dagster_home
 
 # Minutes on an idle 2-core box; a loaded CI box can take several times that.
@@ -59,13 +59,23 @@ def materialize(story_defs: dg.Definitions, instance, keys: list[str], **train: 
 
 
 def refresh(defs: dg.Definitions, instance) -> list[set[str]]:
-    """`make refresh` with a test-sized training config: wave after wave of stale assets."""
+    """`make refresh` with a test-sized training config: evaluate the automation conditions,
+    run what they request, until they request nothing."""
     observe_catalogue(instance, defs)
-    graph, waves = defs.resolve_asset_graph(), []
-    while keys := next_wave(instance, graph):
+    cursor, waves = load_cursor(instance), []
+    while True:
+        keys, cursor = evaluate(instance, defs, PIPELINE_SELECTION, cursor)
+        save_cursor(instance, cursor)
+        if not keys:
+            return waves
         materialize(defs, instance, [k.to_user_string() for k in keys])
         waves.append({k.to_user_string() for k in keys})
-    return waves
+
+
+def record_evaluation(defs: dg.Definitions, instance) -> None:
+    """What `make demo` ends with: one evaluation stored, so a later refresh sees what changed
+    after it."""
+    save_cursor(instance, evaluate(instance, defs, PIPELINE_SELECTION, load_cursor(instance))[1])
 
 
 def model_dir(instance) -> Path:
@@ -102,6 +112,7 @@ def story(tmp_path_factory, demo_catalogue):
         graph = defs.resolve_asset_graph()
         keys = PIPELINE_SELECTION.resolve(graph) - {dg.AssetKey("model_evaluation")}
         materialize(defs, instance, sorted(k.to_user_string() for k in keys))
+        record_evaluation(defs, instance)
         first = model_dir(instance)
         manifest = pl.read_parquet(first / "training_rows.parquet")
         # A real train row with synthetic variants: it trains directly and through them.

@@ -6,6 +6,9 @@ every test starts from and leaves an up-to-date state, asserting the former firs
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,23 +16,27 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from assets import curation, dataset, images, ingest
-from dagster_project.automation import (
-    CATALOGUE_SOURCE,
-    catalogue_changed_sensor,
-    full_pipeline_job,
-    next_wave,
-    wave_run_key,
+from dagster_project.automation import CATALOGUE_SOURCE, automation_sensor
+from dagster_project.cli import selection_for
+from dagster_project.refresh import (
+    DEFAULT_TARGET,
+    RefreshResult,
+    Target,
+    evaluate,
+    execute,
+    load_cursor,
+    observe_catalogue,
+    refresh,
+    requested_now,
 )
-from dagster_project.cli import materialize, refresh, selection_for, stale_or_missing_keys
-from dagster_project.definitions import build_definitions
 from tests.e2e.helpers import copy_catalogue, pipeline_env, write_dagster_home
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]  # a full build, then refreshes
 
 GROUPS = ["ingest", "images", "curation", "dataset"]  # not `model`: no training here
 SELECTION = selection_for(GROUPS)
-MODULES = [ingest, images, curation, dataset]
+REPO_ROOT = Path(__file__).resolve().parents[2]
+MATERIALIZATION = dg.DagsterEventType.ASSET_MATERIALIZATION
 
 
 @dataclass
@@ -39,23 +46,7 @@ class Workspace:
     demo_images: Path
     defs: dg.Definitions
     instance: dg.DagsterInstance
-    first: object  # the RefreshResult of the initial materialization
-
-
-def pipeline_definitions(**replace: dg.AssetsDefinition) -> dg.Definitions:
-    """The project's resources, sensor and full-pipeline job over the non-model groups."""
-    base = build_definitions()
-    assets = [
-        replace.get(a.key.to_user_string(), a) if len(getattr(a, "keys", [a])) == 1 else a
-        for a in dg.load_assets_from_modules(MODULES)
-    ]
-    return dg.Definitions(
-        assets=assets,
-        asset_checks=dg.load_asset_checks_from_modules(MODULES),
-        jobs=[full_pipeline_job],
-        sensors=[catalogue_changed_sensor],
-        resources=base.resources,
-    )
+    first: RefreshResult  # the initial materialization, on a fresh instance
 
 
 @pytest.fixture(scope="module")
@@ -66,11 +57,18 @@ def ws(tmp_path_factory, demo_catalogue):
     with pytest.MonkeyPatch.context() as mp:
         for name, value in pipeline_env(str(root / "data"), catalogue, home).items():
             mp.setenv(name, value)
-        defs = pipeline_definitions()
+        # The configured executor runs every refresh's steps; here the in-process one, whose
+        # start-up is cheapest (tests/deploy/test_celery_executor.py runs them on Celery).
+        mp.setenv("DAGSTER_EXECUTOR", "in_process")
+        defs = DEFAULT_TARGET.load()
         instance = dg.DagsterInstance.from_config(str(home))
-        first = refresh(instance, defs, SELECTION)
+        first = refresh(instance, DEFAULT_TARGET, SELECTION)
         yield Workspace(catalogue, root / "data", demo_catalogue.images_dir, defs, instance, first)
         instance.dispose()
+
+
+def nothing_requested(ws: Workspace, target: Target = DEFAULT_TARGET) -> bool:
+    return requested_now(ws.instance, target, SELECTION) == []
 
 
 def stored_images(data_dir: Path) -> set[str]:
@@ -93,6 +91,28 @@ def n_runs(ws: Workspace) -> int:
 
 def materialized_in(result) -> set[str]:
     return {key.to_user_string() for wave in result.waves for key in wave}
+
+
+def runs_since(ws: Workspace, n_before: int) -> list[dg.DagsterRun]:
+    """Runs created after the first `n_before`, oldest first."""
+    records = ws.instance.get_run_records()
+    return [r.dagster_run for r in reversed(records[: len(records) - n_before])]
+
+
+def materialization_counts(ws: Workspace, runs: list[dg.DagsterRun]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for run in runs:
+        for event in ws.instance.all_logs(
+            run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION
+        ):
+            key = event.dagster_event.asset_key.to_user_string()
+            counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+def refresh_command() -> list[str]:
+    """What `make refresh GROUPS=...` runs."""
+    return [sys.executable, "-m", "dagster_project.cli", "refresh", "--groups", ",".join(GROUPS)]
 
 
 def plain_curated_rows(ws: Workspace, n: int) -> list[int]:
@@ -125,30 +145,51 @@ def test_after_a_full_materialization_refresh_launches_nothing(ws: Workspace) ->
     }
     assert len(ws.first.waves) == 1  # missing assets need no waves: one run builds them all
     runs = n_runs(ws)
-    again = refresh(ws.instance, ws.defs, SELECTION)
+    again = refresh(ws.instance, DEFAULT_TARGET, SELECTION)
     assert again.success and again.waves == []
     assert n_runs(ws) == runs
-    graph = ws.defs.resolve_asset_graph()
-    assert stale_or_missing_keys(ws.instance, graph, SELECTION) == []
+    assert nothing_requested(ws)
 
 
+@pytest.mark.timeout(1800)  # two CLI refreshes of the whole chain, one after the other
 def test_title_edit_reruns_the_chain_without_downloading(ws: Workspace) -> None:
-    assert stale_or_missing_keys(ws.instance, ws.defs.resolve_asset_graph(), SELECTION) == []
+    """Through the CLI, as `make refresh` runs it, with a second refresh started while the first
+    is running: the second computes nothing the first computes."""
+    assert nothing_requested(ws)
     renamed, blanked = plain_curated_rows(ws, 2)
     before_ledger = table(ws, "curation_ledger")
     before_files, n_failed = stored_images(ws.data_dir), failed_urls(ws)
     _, before_report = latest_metadata(ws, "data_quality_report")
     edit_catalogue(ws, {renamed: {"title": "Renamed Trench Coat"}, blanked: {"title": " "}})
+    n_before = n_runs(ws)
 
-    result = refresh(ws.instance, ws.defs, SELECTION)
+    first_log = ws.data_dir.parent / "first_refresh.log"
+    with open(first_log, "w") as log:  # a file, not a pipe: nothing reads it while we wait
+        first = subprocess.Popen(
+            refresh_command(), cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, text=True
+        )
+        deadline = time.monotonic() + 300
+        while not runs_since(ws, n_before) and first.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.5)
+        second = subprocess.run(
+            refresh_command(), cwd=REPO_ROOT, capture_output=True, text=True, timeout=1200
+        )
+        first.wait(timeout=1200)
+    first_out = first_log.read_text()
 
-    assert result.success
-    assert {"raw_catalogue", "validated_products", "product_images", "curation_ledger"} <= (
-        materialized_in(result)
+    assert first.returncode == 0, first_out[-3000:]
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    assert "Another refresh is running" in second.stdout
+    assert "Nothing to do" in second.stdout  # it found the first's work done, launched nothing
+    runs = runs_since(ws, n_before)
+    counts = materialization_counts(ws, runs)
+    assert set(counts.values()) == {1}, counts  # no asset computed twice by the two refreshes
+    assert {"raw_catalogue", "validated_products", "product_images", "curation_ledger"} <= set(
+        counts
     )
-    assert {"data_quality_report", "dataset_splits", "training_dataset"} <= materialized_in(result)
+    assert {"data_quality_report", "dataset_splits", "training_dataset"} <= set(counts)
     run_id, images_meta = latest_metadata(ws, "product_images")
-    assert run_id in result.run_ids
+    assert run_id in {run.run_id for run in runs}
     # No image is fetched again; only URLs that failed before are retried (by design).
     assert images_meta["attempted"] == n_failed
     assert stored_images(ws.data_dir) == before_files
@@ -165,18 +206,18 @@ def test_title_edit_reruns_the_chain_without_downloading(ws: Workspace) -> None:
     _, report = latest_metadata(ws, "data_quality_report")
     assert report["n_invalid"] == before_report["n_invalid"] + 1
     assert report["n_curated"] == before_report["n_curated"] - 1
-    assert refresh(ws.instance, ws.defs, SELECTION).waves == []
+    assert refresh(ws.instance, DEFAULT_TARGET, SELECTION).waves == []
 
 
 def test_new_image_url_downloads_exactly_one_image(ws: Workspace) -> None:
-    assert stale_or_missing_keys(ws.instance, ws.defs.resolve_asset_graph(), SELECTION) == []
+    assert nothing_requested(ws)
     urls = set(pl.read_csv(ws.catalogue, infer_schema=False)["imageurl"])
     unused = sorted(p for p in ws.demo_images.iterdir() if p.as_uri() not in urls)[0]
     (row,) = plain_curated_rows(ws, 1)
     before_files, n_failed = stored_images(ws.data_dir), failed_urls(ws)
     edit_catalogue(ws, {row: {"imageurl": unused.as_uri()}})
 
-    result = refresh(ws.instance, ws.defs, SELECTION)
+    result = refresh(ws.instance, DEFAULT_TARGET, SELECTION)
 
     assert result.success
     _, images_meta = latest_metadata(ws, "product_images")
@@ -190,78 +231,81 @@ def test_new_image_url_downloads_exactly_one_image(ws: Workspace) -> None:
     assert "image_hashes" in materialized_in(result)  # a new sha256 to hash
 
 
-def test_code_version_bump_makes_only_that_asset_and_its_downstream_stale(ws: Workspace) -> None:
-    graph = ws.defs.resolve_asset_graph()
-    assert stale_or_missing_keys(ws.instance, graph, SELECTION) == []
-    bumped = images.image_hashes.map_asset_specs(
-        lambda spec: spec.replace_attributes(code_version="bumped")
-    )
-    variant = pipeline_definitions(image_hashes=bumped)
-    variant_graph = variant.resolve_asset_graph()
+def test_code_version_bump_reruns_only_that_asset(ws: Workspace) -> None:
+    assert nothing_requested(ws)
+    variant = Target.of(DEFAULT_TARGET.factory, code_versions={"image_hashes": "bumped"})
+    variant_graph = variant.load().resolve_asset_graph()
     key = dg.AssetKey("image_hashes")
-    assert stale_or_missing_keys(ws.instance, variant_graph, SELECTION) == [key]
+    assert variant_graph.get(key).code_version == "bumped"
     downstream = dg.AssetSelection.keys(key).downstream().resolve(variant_graph)
     upstream = dg.AssetSelection.keys(key).upstream().resolve(variant_graph) - {key}
     assert {"duplicate_clusters", "curation_ledger", "training_dataset"} <= {
         k.to_user_string() for k in downstream
     }
-    assert next_wave(ws.instance, variant_graph, SELECTION) == [key]
+    assert requested_now(ws.instance, variant, SELECTION) == [key]
 
     result = refresh(ws.instance, variant, SELECTION)
 
-    # Same hashes under the new code -> same data version -> nothing below it goes stale,
-    # and nothing above it was touched.
+    # Same hashes under the new code -> same data version -> nothing below it runs, and
+    # nothing above it was touched.
     assert result.success and result.waves == [[key]]
     assert not upstream & {k for wave in result.waves for k in wave}
-    assert stale_or_missing_keys(ws.instance, variant_graph, SELECTION) == []
-    # Back on the original code the asset is stale again (code version differs), alone.
-    assert stale_or_missing_keys(ws.instance, graph, SELECTION) == [key]
-    assert refresh(ws.instance, ws.defs, SELECTION).waves == [[key]]
+    assert nothing_requested(ws, variant)
+    # Back on the original code the code version changed again: that asset alone reruns.
+    assert requested_now(ws.instance, DEFAULT_TARGET, SELECTION) == [key]
+    assert refresh(ws.instance, DEFAULT_TARGET, SELECTION).waves == [[key]]
 
 
-def test_catalogue_sensor_records_a_new_version_and_walks_the_waves(ws: Workspace) -> None:
-    graph = ws.defs.resolve_asset_graph()
-    repo = ws.defs.get_repository_def()
-    pipeline = ws.defs.resources["pipeline"]
-
-    def tick(cursor: str | None):
-        context = dg.build_sensor_context(
-            instance=ws.instance,
-            cursor=cursor,
-            repository_def=repo,
-            resources={"pipeline": pipeline},
-        )
-        return catalogue_changed_sensor(context)
-
-    first = tick(None)
-    version = first.cursor
-    assert isinstance(tick(version), dg.SkipReason)  # unchanged and nothing stale
-
+def test_automation_sensor_requests_exactly_what_a_changed_catalogue_changes(
+    ws: Workspace,
+) -> None:
+    """The UI path: the automation condition sensor, one evaluation at a time (the test helper
+    evaluates the same conditions the daemon does)."""
+    assert automation_sensor.default_status == dg.DefaultSensorStatus.STOPPED
+    assert nothing_requested(ws)
     (row,) = plain_curated_rows(ws, 1)
     original = ws.catalogue.read_bytes()
     edit_catalogue(ws, {row: {"full_price": "1234.0"}})
-    changed = tick(version)
-    assert changed.cursor != version
-    (observation,) = changed.asset_events
-    assert observation.asset_key == CATALOGUE_SOURCE
-    (request,) = changed.run_requests
-    assert request.asset_selection == [dg.AssetKey("raw_catalogue")]
-
-    # What the daemon does with that tick: store the observation, launch the run.
-    ws.instance.report_runless_asset_event(observation)
-    assert materialize(ws.instance, ws.defs, request.asset_selection).success
-    follow_up = tick(changed.cursor)
-    assert isinstance(follow_up, dg.RunRequest)
-    assert {k.to_user_string() for k in follow_up.asset_selection} == {
-        "validated_products",
-        "rejected_rows",
-    }
-    # Deterministic key: a failed wave is not relaunched every minute.
-    assert follow_up.run_key == wave_run_key(ws.instance, graph, follow_up.asset_selection)
-    assert tick(changed.cursor).run_key == follow_up.run_key
+    cursor = load_cursor(ws.instance)
+    # What the source's observation (run by the sensor on its cron) records.
+    observe_catalogue(ws.instance, ws.defs)
+    requested, cursor = evaluate(ws.instance, ws.defs, SELECTION, cursor)
+    assert requested == [dg.AssetKey("raw_catalogue")]
+    assert execute(ws.instance, DEFAULT_TARGET, requested).success
+    requested, cursor = evaluate(ws.instance, ws.defs, SELECTION, cursor)
+    assert {k.to_user_string() for k in requested} == {"validated_products", "rejected_rows"}
     # Reverting the file brings back the version everything below raw_catalogue was built
     # from: only raw_catalogue itself is redone.
     ws.catalogue.write_bytes(original)
-    reverted = refresh(ws.instance, ws.defs, SELECTION)
+    reverted = refresh(ws.instance, DEFAULT_TARGET, SELECTION)
     assert reverted.success and reverted.waves == [[dg.AssetKey("raw_catalogue")]]
-    assert isinstance(tick(version), dg.SkipReason)
+    assert nothing_requested(ws)
+    assert CATALOGUE_SOURCE not in reverted.waves[0]
+
+
+def test_every_multi_asset_output_is_selectable_alone(ws: Workspace) -> None:
+    """`--select X` for each key (from the CLI or the UI) needs subsettable multi-assets."""
+    job = ws.defs.resolve_implicit_global_asset_job_def()
+    for key in ws.defs.resolve_asset_graph().materializable_asset_keys:
+        assert job.get_subset(asset_selection={key}).asset_layer.selected_asset_keys == {key}
+    n_before = n_runs(ws)
+    for name in ("validated_products", "rejected_rows", "curated_products"):
+        assert execute(ws.instance, DEFAULT_TARGET, [dg.AssetKey(name)]).success, name
+    cli = subprocess.run(
+        [str(Path(sys.executable).parent / "dagster"), "asset", "materialize"]
+        + ["-m", "dagster_project.definitions", "--select", "curation_ledger"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert cli.returncode == 0, cli.stdout[-3000:] + cli.stderr[-3000:]
+    runs = runs_since(ws, n_before)
+    assert [set(materialization_counts(ws, [run])) for run in runs] == [
+        {"validated_products"},
+        {"rejected_rows"},
+        {"curated_products"},
+        {"curation_ledger"},
+    ]
+    # Same content, same data versions: nothing downstream has anything to do.
+    assert nothing_requested(ws)

@@ -14,8 +14,8 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from dagster_project.cli import refresh, selection_for
-from dagster_project.definitions import build_definitions
+from dagster_project.cli import selection_for
+from dagster_project.refresh import DEFAULT_TARGET, refresh
 from tests.e2e.helpers import (
     copy_catalogue,
     free_port,
@@ -60,7 +60,7 @@ def ui_env(tmp_path_factory, demo_catalogue) -> dict[str, str]:
         for name, value in env.items():
             mp.setenv(name, value)
         instance = dg.DagsterInstance.from_config(str(home))
-        assert refresh(instance, build_definitions(), selection_for(["ingest", "images"])).success
+        assert refresh(instance, DEFAULT_TARGET, selection_for(["ingest", "images"])).success
         instance.dispose()
     return env
 
