@@ -9,6 +9,7 @@ reference to well under 25/255 mean absolute difference per channel.
 from __future__ import annotations
 
 import io
+import struct
 from collections.abc import Callable
 from pathlib import Path
 
@@ -97,12 +98,50 @@ def _float_tiff() -> bytes:
     return _save(Image.fromarray(np.asarray(reference().convert("L"), np.float32) / 255), "TIFF")
 
 
+def _s15(x: float) -> bytes:
+    return struct.pack(">i", round(x * 65536))
+
+
+def _xyz(x: float, y: float, z: float) -> bytes:
+    return b"XYZ " + bytes(4) + _s15(x) + _s15(y) + _s15(z)
+
+
+def swapped_primaries_profile() -> bytes:
+    """An ICC v2 RGB matrix profile (gamma 2.2) whose red and blue primaries are sRGB's blue
+    and red: a picture stored with R and B exchanged under it looks right once converted."""
+    red, green, blue = (0.4360, 0.2225, 0.0139), (0.3851, 0.7169, 0.0971), (0.1431, 0.0606, 0.7141)
+    text = b"swapped primaries\0"
+    desc = b"desc" + bytes(4) + struct.pack(">I", len(text)) + text + bytes(4 + 4 + 2 + 1 + 67)
+    curve = b"curv" + bytes(4) + struct.pack(">IH", 1, round(2.2 * 256))
+    tags = [(b"desc", desc), (b"wtpt", _xyz(0.9642, 1.0, 0.8249)), (b"rXYZ", _xyz(*blue)),
+            (b"gXYZ", _xyz(*green)), (b"bXYZ", _xyz(*red)),
+            (b"rTRC", curve), (b"gTRC", curve), (b"bTRC", curve)]  # fmt: skip
+    offset, table, body = 128 + 4 + 12 * len(tags), b"", b""
+    for signature, data in tags:
+        data += bytes(-len(data) % 4)
+        table += signature + struct.pack(">II", offset + len(body), len(data))
+        body += data
+    header = (
+        struct.pack(">I", offset + len(body)) + b"lcms" + bytes([2, 0x10, 0, 0]) + b"mntr"
+        + b"RGB XYZ " + bytes(12) + b"acsp" + bytes(28) + _s15(0.9642) + _s15(1.0)
+        + _s15(0.8249) + bytes(48)
+    )  # fmt: skip
+    return header + struct.pack(">I", len(tags)) + table + body
+
+
+def _wide_gamut_jpeg() -> bytes:
+    r, g, b = reference().split()
+    stored = Image.merge("RGB", (b, g, r))
+    return _save(stored, "JPEG", quality=95, icc_profile=swapped_primaries_profile())
+
+
 GREY = "grey"
 CASES: dict[str, tuple[Callable[[], bytes], str | None]] = {
     # name: (bytes, reference kind: None = colour reference, GREY = its grey version)
     "jpeg_rgb": (lambda: _save(reference(), "JPEG", quality=95), None),
     "jpeg_grey": (lambda: _save(reference().convert("L"), "JPEG", quality=95), GREY),
     "jpeg_cmyk": (lambda: _save(reference().convert("CMYK"), "JPEG", quality=95), None),
+    "jpeg_icc_profile": (_wide_gamut_jpeg, None),
     "jpeg_exif_rotated": (lambda: _exif_rotated("JPEG"), None),
     "png_exif_rotated": (lambda: _exif_rotated("PNG"), None),
     "mpo": (_mpo, None),
@@ -187,7 +226,12 @@ def test_naive_conversion_is_what_the_export_must_not_ship() -> None:
     """The failures this module exists for: the raw bytes' `.convert("RGB")` is wrong."""
     wrong = {
         name: _mean_abs_diff(img if img.size == (W, H) else img.resize((W, H)), CASES[name][1])
-        for name in ("png_rgba_transparent", "png_16bit_grey", "webp_rgba_transparent")
+        for name in (
+            "png_rgba_transparent",
+            "png_16bit_grey",
+            "webp_rgba_transparent",
+            "jpeg_icc_profile",
+        )
         for img in [open_image(CASES[name][0]()).convert("RGB")]
     }
     assert all(diff > 25 for diff in wrong.values()), wrong
