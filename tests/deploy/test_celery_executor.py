@@ -68,15 +68,9 @@ def start_worker(env: dict[str, str], queue: str, log: Path) -> subprocess.Popen
     return worker
 
 
-def worker_process_ids(worker: subprocess.Popen) -> set[int]:
-    root = psutil.Process(worker.pid)
-    return {root.pid, *(child.pid for child in root.children(recursive=True))}
-
-
-def test_curate_job_steps_run_in_celery_worker_with_in_process_results(
-    tmp_path, demo_catalogue
-) -> None:
-    require_service("RabbitMQ", "127.0.0.1", 5672)
+def celery_env(tmp_path: Path, demo_catalogue) -> tuple[str, Path, Path, dict[str, str]]:
+    """A 200-row demo catalogue, an instance and the env of a Celery run on a queue of its own
+    (so no other worker on the broker takes its steps)."""
     queue = f"catalogue-vlm-test-{uuid.uuid4().hex[:8]}"
     catalogue = copy_catalogue(demo_catalogue.catalogue_path, tmp_path / "catalogue.csv", 200)
     home = write_dagster_home(tmp_path / "home")
@@ -86,6 +80,19 @@ def test_curate_job_steps_run_in_celery_worker_with_in_process_results(
         "DAGSTER_CELERY_BROKER_URL": BROKER,
         "DAGSTER_CELERY_QUEUE": queue,
     }
+    return queue, catalogue, home, env
+
+
+def worker_process_ids(worker: subprocess.Popen) -> set[int]:
+    root = psutil.Process(worker.pid)
+    return {root.pid, *(child.pid for child in root.children(recursive=True))}
+
+
+def test_curate_job_steps_run_in_celery_worker_with_in_process_results(
+    tmp_path, demo_catalogue
+) -> None:
+    require_service("RabbitMQ", "127.0.0.1", 5672)
+    queue, catalogue, home, env = celery_env(tmp_path, demo_catalogue)
     with pytest.MonkeyPatch.context() as mp:
         for name, value in env.items():
             mp.setenv(name, value)
@@ -160,15 +167,7 @@ def test_make_refresh_runs_its_steps_in_the_celery_worker(tmp_path, demo_catalog
     """The refresh scenarios with DAGSTER_EXECUTOR=celery: a fresh build, a no-change refresh
     that launches nothing, a title edit that re-fetches no image; every step in the worker."""
     require_service("RabbitMQ", "127.0.0.1", 5672)
-    queue = f"catalogue-vlm-test-{uuid.uuid4().hex[:8]}"
-    catalogue = copy_catalogue(demo_catalogue.catalogue_path, tmp_path / "catalogue.csv", 200)
-    home = write_dagster_home(tmp_path / "home")
-    env = {
-        **pipeline_env(str(tmp_path / "data"), catalogue, home),
-        "DAGSTER_EXECUTOR": "celery",
-        "DAGSTER_CELERY_BROKER_URL": BROKER,
-        "DAGSTER_CELERY_QUEUE": queue,
-    }
+    queue, catalogue, home, env = celery_env(tmp_path, demo_catalogue)
     instance = dg.DagsterInstance.from_config(str(home))
     worker = start_worker(env, queue, tmp_path / "worker.log")
     try:

@@ -70,16 +70,23 @@ def s3_endpoint(monkeypatch, tmp_path):
         stop_process(process)
 
 
-def test_curation_groups_round_trip_through_s3(tmp_path, demo_catalogue, s3_endpoint, monkeypatch):
-    s3fs = pytest.importorskip("s3fs")
+def s3_pipeline_env(tmp_path, demo_catalogue, s3_endpoint, monkeypatch, rows: int):
+    """A fresh bucket as PIPELINE_DATA_DIR, the first `rows` demo rows as the catalogue, and a
+    local instance; returns the bucket's filesystem, its name and the instance's home."""
+    import s3fs
+
     fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": s3_endpoint})
     bucket = f"catalogue-vlm-{uuid.uuid4().hex[:8]}"
     fs.mkdir(bucket)
-    data_dir = f"s3://{bucket}/pipeline"
-    catalogue = copy_catalogue(demo_catalogue.catalogue_path, tmp_path / "catalogue.csv", 120)
+    catalogue = copy_catalogue(demo_catalogue.catalogue_path, tmp_path / "catalogue.csv", rows)
     home = write_dagster_home(tmp_path / "home")
-    for name, value in pipeline_env(data_dir, catalogue, home).items():
+    for name, value in pipeline_env(f"s3://{bucket}/pipeline", catalogue, home).items():
         monkeypatch.setenv(name, value)
+    return fs, bucket, home
+
+
+def test_curation_groups_round_trip_through_s3(tmp_path, demo_catalogue, s3_endpoint, monkeypatch):
+    fs, bucket, home = s3_pipeline_env(tmp_path, demo_catalogue, s3_endpoint, monkeypatch, 120)
     monkeypatch.setenv("DAGSTER_EXECUTOR", "in_process")  # what is under test is the storage
     defs = build_definitions()
     instance = dg.DagsterInstance.from_config(str(home))
@@ -118,15 +125,7 @@ def test_model_group_trains_and_evaluates_on_s3(
 ):
     """The whole pipeline, the tiny model included, with nothing of the data dir on local disk:
     training and evaluation read the snapshot and write the checkpoint through fsspec."""
-    s3fs = pytest.importorskip("s3fs")
-    fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": s3_endpoint})
-    bucket = f"catalogue-vlm-{uuid.uuid4().hex[:8]}"
-    fs.mkdir(bucket)
-    data_dir = f"s3://{bucket}/pipeline"
-    catalogue = copy_catalogue(demo_catalogue.catalogue_path, tmp_path / "catalogue.csv", 200)
-    home = write_dagster_home(tmp_path / "home")
-    for name, value in pipeline_env(data_dir, catalogue, home).items():
-        monkeypatch.setenv(name, value)
+    fs, bucket, home = s3_pipeline_env(tmp_path, demo_catalogue, s3_endpoint, monkeypatch, 200)
     monkeypatch.setenv("CATALOGUE_VLM_CACHE", str(tmp_path / "base_cache"))
     monkeypatch.setenv("CATALOGUE_VLM_WORKDIR", str(tmp_path / "work"))
     defs = build_definitions()
