@@ -93,12 +93,13 @@ def test_curate_job_steps_run_in_celery_worker_with_in_process_results(
 ) -> None:
     require_service("RabbitMQ", "127.0.0.1", 5672)
     queue, catalogue, home, env = celery_env(tmp_path, demo_catalogue)
+    instance = dg.DagsterInstance.from_config(str(home))
+    # Settings are EnvVars, read when the run starts: the reference run needs the env too.
     with pytest.MonkeyPatch.context() as mp:
         for name, value in env.items():
             mp.setenv(name, value)
         reference_defs = build_definitions()
-    instance = dg.DagsterInstance.from_config(str(home))
-    reference = reference_defs.resolve_job_def("curate").execute_in_process(instance=instance)
+        reference = reference_defs.resolve_job_def("curate").execute_in_process(instance=instance)
     assert reference.success
     expected = data_versions(instance)
 
