@@ -110,6 +110,8 @@ def synthetic_images(validated: pl.DataFrame, pool_dir: str, seed: int = 1) -> p
             attempts=pl.lit(1),
             elapsed_s=pl.lit(0.01),
         )
+        # Plain upright RGB pictures: the normalised image is the stored original.
+        .with_columns(normalised_sha256=pl.col("sha256"), normalised_path=pl.col("path"))
         .cast(PRODUCT_IMAGES_SCHEMA)  # type: ignore[arg-type]
     )
 

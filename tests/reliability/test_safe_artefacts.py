@@ -182,7 +182,8 @@ def _strings_in(path: Path) -> str:
     text = path.read_bytes().decode("utf-8", errors="replace")
     if path.suffix == ".parquet":
         frame = pl.read_parquet(path)
-        text += "\n".join(str(v) for c in frame.columns for v in frame[c].cast(pl.String).to_list())
+        # str() of each value, not a cast: list columns (quality_flags) cannot cast to String.
+        text += "\n".join(str(v) for c in frame.columns for v in frame[c].to_list())
     return text
 
 
