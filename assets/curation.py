@@ -28,8 +28,8 @@ class CurationConfig(dg.Config):
     group_name=GROUP,
     code_version="2",
     outs={
-        "curation_ledger": dg.AssetOut(kinds={"polars"}, code_version="1"),
-        "curated_products": dg.AssetOut(kinds={"polars"}, code_version="1"),
+        "curation_ledger": dg.AssetOut(kinds={"polars"}, code_version="1", is_required=False),
+        "curated_products": dg.AssetOut(kinds={"polars"}, code_version="1", is_required=False),
     },
     # Either output can be rebuilt alone (`--select curated_products`).
     can_subset=True,

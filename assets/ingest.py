@@ -43,8 +43,8 @@ def raw_catalogue(context: dg.AssetExecutionContext, pipeline: PipelineSettings)
     group_name=GROUP,
     code_version="1",
     outs={
-        "validated_products": dg.AssetOut(kinds={"polars"}, code_version="1"),
-        "rejected_rows": dg.AssetOut(kinds={"polars"}, code_version="1"),
+        "validated_products": dg.AssetOut(kinds={"polars"}, code_version="1", is_required=False),
+        "rejected_rows": dg.AssetOut(kinds={"polars"}, code_version="1", is_required=False),
     },
     # Either output can be rebuilt alone (`--select rejected_rows`); both come from one pass.
     can_subset=True,
