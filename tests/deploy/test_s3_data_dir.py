@@ -15,6 +15,7 @@ import uuid
 import dagster as dg
 import polars as pl
 import pytest
+from s3fs import S3FileSystem
 
 from dagster_project.cli import main as cli_main
 from dagster_project.cli import selection_for
@@ -62,20 +63,22 @@ def s3_endpoint(monkeypatch, tmp_path):
             unavailable(f"moto server did not start: {(tmp_path / 'moto.log').read_text()}")
         time.sleep(0.2)
     endpoint = f"http://127.0.0.1:{port}"
+    # fsspec caches filesystems by their arguments, and the pipeline's carry none: a cached one
+    # would still point at the previous test's (stopped) server.
+    S3FileSystem.clear_instance_cache()
     for name, value in {**FAKE_AWS, "AWS_ENDPOINT_URL_S3": endpoint}.items():
         monkeypatch.setenv(name, value)
     try:
         yield endpoint
     finally:
+        S3FileSystem.clear_instance_cache()
         stop_process(process)
 
 
 def s3_pipeline_env(tmp_path, demo_catalogue, s3_endpoint, monkeypatch, rows: int):
     """A fresh bucket as PIPELINE_DATA_DIR, the first `rows` demo rows as the catalogue, and a
     local instance; returns the bucket's filesystem, its name and the instance's home."""
-    import s3fs
-
-    fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": s3_endpoint})
+    fs = S3FileSystem(client_kwargs={"endpoint_url": s3_endpoint})
     bucket = f"catalogue-vlm-{uuid.uuid4().hex[:8]}"
     fs.mkdir(bucket)
     catalogue = copy_catalogue(demo_catalogue.catalogue_path, tmp_path / "catalogue.csv", rows)
