@@ -87,9 +87,9 @@ def keep_every_weight(model: Any, preset: ModelPreset, config: TrainConfig) -> A
 
 
 def seed_setup(config: TrainConfig, layout: SeedLayout) -> Any:
-    """training.train.setup with the seed's collator (and no adapter for a full fine-tune)."""
+    """training.run.setup with the seed's collator (and no adapter for a full fine-tune)."""
     from training.optim import attach_lora
-    from training.train import setup
+    from training.run import setup
 
     if layout.full_finetune and list_checkpoints(Path(config.output_dir) / CHECKPOINT_DIR):
         # A checkpoint restores adapter weights; a full model checkpoint has none.

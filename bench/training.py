@@ -118,7 +118,7 @@ def prepare_base(config: dict[str, Any]) -> str:
     """Build (or find) the tiny base before any timing, so neither run pays for it."""
     from training.config import TrainConfig
     from training.data import load_splits
-    from training.train import load_base
+    from training.run import load_base
 
     train_config = TrainConfig.from_dict(config)
     return load_base(train_config, load_splits(train_config.dataset_dir))[1].path

@@ -27,14 +27,8 @@ from PIL import Image
 from curation.dedupe import DEFAULT_MAX_DHASH_DISTANCE, DEFAULT_MAX_PHASH_DISTANCE
 from curation.images.decode import normalise, open_image
 from curation.images.hashing import hash_image_bytes
-from demo.images import (
-    COLOURS,
-    ProductLook,
-    draw_product,
-    encode,
-    near_duplicate,
-    placeholder_image,
-)
+from demo.images import draw_product, encode, near_duplicate, placeholder_image
+from demo.looks import COLOURS, ProductLook
 from demo.taxonomy import MATERIALS, MODEL_NAMES, NOUNS, STYLES, TAXONOMY, category_looks
 from schemas.atomic import atomic_path, write_bytes_atomic
 from schemas.tables import CATALOGUE_COLUMNS

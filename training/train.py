@@ -3,18 +3,17 @@
 One readable loop (nanoGPT style): AdamW, linear warmup + cosine decay, gradient accumulation,
 bf16 autocast on CUDA / fp32 on CPU, periodic validation loss keeping the best adapter, and a
 resumable checkpoint (safetensors + JSON, no pickle) that a crashed run picks up automatically.
-Progress lines on stdout are JSON objects with an "event" key.
+`training.run` builds what the loop works on; `training.outputs` writes what it leaves behind.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import random
 import shutil
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -22,57 +21,26 @@ from typing import Any
 
 import torch
 
-from schemas.atomic import replace_directory, write_text_atomic
-from schemas.lineage import LINEAGE_FILE, TRAINING_ROWS_FILE
-from training.artefacts import (
-    ADAPTER_DIR,
-    BASE_MODEL_DIR,
-    CHECKPOINT_DIR,
-    PROCESSOR_DIR,
-    load_model_for_eval,
-)
-from training.checkpoint import TrainState, list_checkpoints, load_checkpoint, save_checkpoint
+from schemas.atomic import replace_directory
+from training.artefacts import ADAPTER_DIR, CHECKPOINT_DIR
+from training.checkpoint import TrainState, save_checkpoint
 from training.collate import IGNORE_INDEX, VLMCollator
 from training.config import TrainConfig
-from training.data import (
-    SampleView,
-    combined_fingerprint,
-    dataset_fingerprints,
-    load_splits,
-    split_row_ids_sha256,
-    tokenizer_corpus,
-)
+from training.data import SampleView
 from training.distributed import (
-    Ranks,
     all_gather_objects,
     all_reduce,
     barrier,
-    init_ranks,
     launched_ranks,
-    main_first,
     no_sync,
     shard,
     shutdown,
-    wrap,
 )
-from training.generate import generate_answers
-from training.lineage import build_lineage, copy_manifest, folder_sha256, snapshot_info
-from training.optim import (
-    attach_lora,
-    batch_stream,
-    build_optimizer,
-    count_total_steps,
-    enable_gradient_checkpointing,
-    warmup_cosine,
-)
-from training.pipes import dagster_pipes_session, report_materialization
-from training.pipes import forward as forward_to_dagster
-from training.preset_base import BaseRef, ModelPreset
-from training.presets import get_preset
-from training.runtime import best_device, four_bit_quantization, resolve_precision, weight_dtype
-from training.storage import join, local_dir, publish
-from training.tiny import vision_pretrain_data
-from training.tracking import Tracker, start_tracker
+from training.optim import batch_stream
+from training.outputs import finish_outputs, log_sample_predictions, report_to_dagster
+from training.pipes import dagster_pipes_session
+from training.run import Run, emit, setup
+from training.storage import join, publish
 
 
 @dataclass
@@ -84,43 +52,6 @@ class TrainResult:
     final_val_loss: float | None
     resumed_from_step: int | None
     metrics: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class Run:
-    """Everything the loop needs, built once by `setup`."""
-
-    config: TrainConfig
-    preset: ModelPreset
-    ref: BaseRef
-    dataset: Any
-    processor: Any
-    model: Any
-    device: torch.device
-    use_bf16: bool
-    collator: VLMCollator
-    optimizer: torch.optim.Optimizer
-    scheduler: Any
-    total_steps: int
-    state: TrainState
-    resumed_from: int | None
-    tracker: Tracker
-    out: Path
-    ranks: Ranks = field(default_factory=Ranks)
-    # What forward runs through while training: the model, or DDP around it.
-    train_model: Any = None
-
-
-def emit(event: str, **values: Any) -> None:
-    """One JSON object per line: trivially parsed by the Dagster asset or a shell pipeline.
-
-    Rank 0 speaks for a data-parallel run (the values it emits are already all-reduced).
-    Under Dagster Pipes the line goes to the run log only (which the terminal shows too);
-    printing it as well would show every line twice."""
-    if not launched_ranks().is_main:
-        return
-    if not forward_to_dagster(event, values):
-        print(json.dumps({"event": event, **values}), flush=True)
 
 
 class ProgressGate:
@@ -140,13 +71,6 @@ class ProgressGate:
         return False
 
 
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    torch.manual_seed(seed)
-    if torch.cuda.is_available():
-        torch.cuda.manual_seed_all(seed)
-
-
 def make_loader(view: Any, collator: VLMCollator, batches: Any, workers: int) -> Any:
     from torch.utils.data import DataLoader
 
@@ -163,80 +87,6 @@ def make_loader(view: Any, collator: VLMCollator, batches: Any, workers: int) ->
 
 def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
     return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-
-
-def load_base(config: TrainConfig, dataset: Any) -> tuple[ModelPreset, BaseRef, Any, Any]:
-    preset = get_preset(config.preset)
-    preset.preflight()
-    vision = vision_pretrain_data(dataset["train"]) if preset.name == "tiny" else None
-    device = best_device()
-    quantization = four_bit_quantization(device) if config.load_in_4bit else None
-    ref = preset.resolve(config, lambda: tokenizer_corpus(dataset["train"]), vision)
-    processor = preset.load_processor(ref)
-    model = preset.load_model(ref, weight_dtype(config.bf16, device), quantization)
-    if quantization is not None:
-        from peft import prepare_model_for_kbit_training
-
-        model = prepare_model_for_kbit_training(
-            model, use_gradient_checkpointing=config.gradient_checkpointing
-        )
-    return preset, ref, processor, model
-
-
-# How the loaded base becomes the trained model (LoRA here; bench/seed.py trains it in full).
-Adapt = Callable[[Any, ModelPreset, TrainConfig], Any]
-
-
-def setup(
-    config: TrainConfig,
-    adapt: Adapt = attach_lora,
-    collator_type: Callable[[Any, ModelPreset, int], VLMCollator] = VLMCollator,
-) -> Run:
-    out = local_dir(config.output_dir)  # published to output_dir when that is a URL
-    out.mkdir(parents=True, exist_ok=True)
-    ranks = init_ranks(best_device())
-    device = ranks.device(best_device())
-    seed_everything(config.seed)
-    dataset = load_splits(config.dataset_dir)
-    with main_first(ranks):  # one rank builds (or downloads) the base; the others reuse it
-        preset, ref, processor, model = load_base(config, dataset)
-    # Re-seed: whether the base was just built or came from cache must not shift the LoRA init
-    # (identical on every rank; DDP also broadcasts rank 0's weights).
-    seed_everything(config.seed)
-    model = adapt(model, preset, config)
-    if config.gradient_checkpointing:
-        enable_gradient_checkpointing(model)
-    if not config.load_in_4bit:  # quantized weights were placed on the GPU as they loaded
-        model.to(device)
-    if ranks.rank:  # dropout masks differ per rank; rank 0 keeps a 1-process run's stream
-        seed_everything(config.seed + ranks.rank)
-    total = count_total_steps(config, len(dataset["train"]), ranks.world_size)
-    optimizer = build_optimizer(model, config)
-    warmup = int(config.warmup_ratio * total)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(total, warmup))
-    state, resumed = TrainState(), None
-    checkpoints = list_checkpoints(out / CHECKPOINT_DIR)
-    if checkpoints:
-        state = load_checkpoint(checkpoints[-1], model, optimizer, scheduler, ranks.rank)
-        resumed = state.step
-        emit("resume", step=state.step, checkpoint=str(checkpoints[-1]))
-    tracker = Tracker()
-    if ranks.is_main:
-        tracker = start_tracker(
-            config.wandb_project,
-            config.resolved_wandb_mode(),
-            config.to_dict(),
-            out / "wandb",
-            config.wandb_dataset_artifact,
-            name=config.output_dir.rstrip("/").rsplit("/", 1)[-1],
-        )
-    collator = collator_type(processor, preset, config.max_length)
-    use_bf16 = resolve_precision(config.bf16, device)
-    return Run(
-        config, preset, ref, dataset, processor, model, device, use_bf16, collator,
-        optimizer, scheduler, total, state, resumed, tracker, out, ranks,
-        wrap(model, ranks, device),
-    )  # fmt: skip
 
 
 def forward_loss(run: Run, batch: dict[str, Any], model: Any = None) -> torch.Tensor:
@@ -383,94 +233,6 @@ def checkpoint(run: Run) -> None:
             run.out / CHECKPOINT_DIR, run.model, run.optimizer, run.scheduler, run.state, extra
         )
     barrier(run.ranks)
-
-
-def finish_outputs(run: Run, final_val: float | None) -> dict[str, Any]:
-    """Processor, base (tiny), metrics.json and lineage.json next to the best adapter."""
-    out, state = run.out, run.state
-    run.processor.save_pretrained(str(out / PROCESSOR_DIR))
-    base_path = run.ref.path
-    if run.preset.name == "tiny":
-        shutil.copytree(run.ref.path, out / BASE_MODEL_DIR, dirs_exist_ok=True)
-        base_path = BASE_MODEL_DIR
-    metrics = {
-        "final_val_loss": final_val,
-        "best_val_loss": state.best_val_loss,
-        "best_step": state.best_step,
-        "steps": state.step,
-        "samples_seen": state.samples_seen,
-        "train_seconds": round(state.train_seconds, 3),
-        "samples_per_s": state.samples_seen / state.train_seconds if state.train_seconds else None,
-        "resumed_from_step": run.resumed_from,
-        "history": state.history,
-    }
-    write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=2))
-    commit = getattr(getattr(run.model, "config", None), "_commit_hash", None)
-    base = {"id": run.ref.model_id, "revision": run.ref.revision, "path": base_path}
-    base["commit"] = commit
-    base["preset"] = run.preset.name
-    write_lineage(run, base, metrics)
-    return metrics
-
-
-def dataset_facts(run: Run) -> dict[str, Any]:
-    """What lineage.json says about the data: a snapshot's own fingerprint (the folder name and
-    W&B alias) when trained on one, with its manifest copied beside the checkpoint."""
-    fingerprints = dataset_fingerprints(run.dataset)
-    snapshot = snapshot_info(run.config.dataset_dir)
-    if snapshot:
-        copy_manifest(run.config.dataset_dir, run.out)
-    return {
-        "fingerprint": snapshot["fingerprint"] if snapshot else combined_fingerprint(fingerprints),
-        "split_fingerprints": fingerprints,
-        "split_row_ids": split_row_ids_sha256(run.dataset),
-        "split_sizes": {name: len(split) for name, split in run.dataset.items()},
-        "training_rows": join(run.config.output_dir, TRAINING_ROWS_FILE) if snapshot else None,
-    }
-
-
-def write_lineage(run: Run, base: dict[str, Any], metrics: dict[str, Any]) -> dict[str, Any]:
-    lineage = build_lineage(
-        run.config,
-        base,
-        dataset_facts(run),
-        run.tracker.reference(),
-        {k: v for k, v in metrics.items() if k != "history"},
-    )
-    write_text_atomic(run.out / LINEAGE_FILE, json.dumps(lineage, indent=2, default=str))
-    return lineage
-
-
-def report_to_dagster(run: Run, metrics: dict[str, Any]) -> None:
-    """The asset's materialization, sent through Pipes (no-op standalone): the adapter's content
-    hash is its data version; the lineage essentials and scalar metrics are its metadata."""
-    lineage = json.loads((run.out / LINEAGE_FILE).read_text())
-    summary = {k: v for k, v in metrics.items() if k != "history" and v is not None}
-    report_materialization(
-        {
-            **summary,
-            "lineage": join(run.config.output_dir, LINEAGE_FILE),
-            "adapter_path": join(run.config.output_dir, ADAPTER_DIR),
-            "base_model": str(lineage["base_model"].get("id")),
-            "dataset_fingerprint": lineage["dataset_fingerprint"],
-            "wandb_run": str(lineage["wandb_run"]),
-        },
-        data_version=folder_sha256(run.out / ADAPTER_DIR),
-    )
-
-
-def log_sample_predictions(run: Run, n: int = 8) -> None:
-    """A W&B table of what the best adapter answers on validation images (skipped untracked)."""
-    if type(run.tracker) is Tracker or not hasattr(run.model, "peft_config"):  # no adapter
-        return
-    model, processor, preset = load_model_for_eval(run.out, with_adapter=True)
-    rows = [run.dataset["validation"][i] for i in range(min(n, len(run.dataset["validation"])))]
-    predictions = generate_answers(model, processor, preset, rows, batch_size=n)
-    table = [
-        {"image": r["image"], "truth": r["answer"], "prediction": p}
-        for r, p in zip(rows, predictions, strict=True)
-    ]
-    run.tracker.log_predictions(table, step=run.state.step)
 
 
 def train(config: TrainConfig) -> TrainResult:

@@ -10,7 +10,8 @@ from pathlib import Path
 TRAINING = Path(__file__).resolve().parents[2] / "training"
 MODULES = ("config", "presets", "tiny", "collate", "data", "checkpoint", "tracking", "lineage",
            "train", "evaluate", "pipes", "artefacts", "runtime", "generate", "preset_base",
-           "hub_presets", "distributed", "storage", "eval_page", "optim")  # fmt: skip
+           "hub_presets", "distributed", "storage", "eval_page", "optim", "run",
+           "outputs")  # fmt: skip
 
 
 def assert_runs_ok(code: str) -> None:

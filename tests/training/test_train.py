@@ -14,7 +14,8 @@ from training import train as train_mod
 from training.artefacts import load_model_for_eval
 from training.collate import VLMCollator
 from training.data import SampleView
-from training.train import save_adapter, setup, train, train_loop, validation_loss
+from training.run import setup
+from training.train import save_adapter, train, train_loop, validation_loss
 
 
 def test_a_few_steps_lower_the_validation_loss(tiny_dataset_dir, tiny_cache_dir, tmp_path):
