@@ -17,9 +17,12 @@ import zlib
 from collections import Counter
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 from urllib.parse import parse_qs
 
 from PIL import Image
+
+from curation.download import DownloadPolicy
 
 SLOW_DELAY_S = 0.5  # /slow.jpg: per-request latency for the concurrency test
 DRIP_INTERVAL_S = 0.5  # /drip: one byte every this many seconds
@@ -29,6 +32,21 @@ GZIP_BOMB_DECODED_BYTES = 64 * 1024 * 1024  # /gzip-bomb inflates to this
 BOMB_SIDE = 20_000  # /bomb.png is BOMB_SIDE x BOMB_SIDE pixels (400 MP)
 HEADER_DRIP_INTERVAL_S = 0.2  # /drip-headers: one header byte every this many seconds
 ENDLESS_CHUNK_BYTES = 64 * 1024  # /endless-chunked: chunk size, sent as fast as TCP allows
+
+
+def fast_policy(**overrides: Any) -> DownloadPolicy:
+    """A policy for talking to this server: only its own address is reachable (10/8,
+    169.254/16 & co stay blocked), and times and backoff are shrunk so faults resolve fast."""
+    knobs: dict[str, Any] = {
+        "connect_timeout_s": 1.0,
+        "read_timeout_s": 1.0,
+        "deadline_s": 2.0,
+        "max_attempts": 3,
+        "backoff_base_s": 0.01,
+        "backoff_max_s": 0.05,
+        "allowed_private_networks": ("127.0.0.1/32",),
+    }
+    return DownloadPolicy(**{**knobs, **overrides})
 
 
 @functools.cache
@@ -241,27 +259,28 @@ def _bomb(h: _Handler, hits: int) -> None:
     h._send(200, bomb_png_bytes(), "image/png")
 
 
-def _oversize(h: _Handler, hits: int) -> None:
-    # HTTP/1.0 with no Content-Length: the body runs until the connection closes.
+def _jpeg_head(h: _Handler, content_length: int | None) -> None:
+    """A 200 JPEG response's head, whatever the body that follows really holds."""
     h.send_response(200)
     h.send_header("Content-Type", "image/jpeg")
+    if content_length is not None:
+        h.send_header("Content-Length", str(content_length))
     h.end_headers()
+
+
+def _oversize(h: _Handler, hits: int) -> None:
+    # HTTP/1.0 with no Content-Length: the body runs until the connection closes.
+    _jpeg_head(h, None)
     h.wfile.write(jpeg_bytes()[:4] + b"\x00" * OVERSIZE_BYTES)
 
 
 def _lying_length(h: _Handler, hits: int) -> None:
-    h.send_response(200)
-    h.send_header("Content-Type", "image/jpeg")
-    h.send_header("Content-Length", "100")
-    h.end_headers()
+    _jpeg_head(h, 100)
     h.wfile.write(jpeg_bytes()[:100] + b"\x00" * OVERSIZE_BYTES)
 
 
 def _huge_length(h: _Handler, hits: int) -> None:
-    h.send_response(200)
-    h.send_header("Content-Type", "image/jpeg")
-    h.send_header("Content-Length", str(10 * 1024**4))
-    h.end_headers()
+    _jpeg_head(h, 10 * 1024**4)
     h.wfile.write(jpeg_bytes()[:10])
 
 

@@ -48,6 +48,7 @@ from tests.curation.fault_server import (
     SLOW_DELAY_S,
     FaultServer,
     bomb_png_bytes,
+    fast_policy,
     gzip_bomb_bytes,
     jpeg_bytes,
     png_bytes,
@@ -55,17 +56,7 @@ from tests.curation.fault_server import (
 
 pytestmark = pytest.mark.timeout(30)
 
-# Only the fault server's own address is reachable; 10/8, 169.254/16 & co stay blocked.
-FAST = DownloadPolicy(
-    connect_timeout_s=1.0,
-    read_timeout_s=1.0,
-    deadline_s=2.0,
-    max_attempts=3,
-    backoff_base_s=0.01,
-    backoff_max_s=0.05,
-    max_bytes=256 * 1024,
-    allowed_private_networks=("127.0.0.1/32",),
-)
+FAST = fast_policy(max_bytes=256 * 1024)
 
 
 @pytest.fixture

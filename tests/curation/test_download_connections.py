@@ -12,23 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from curation.download import DownloadPolicy, fetch_images
+from curation.download import fetch_images
 from curation.download.connections import ConnectionPools, PoolKey
 from curation.download.transport import Deadline, fetch_once
 from schemas.tables import IMAGE_STATUS_OK
-from tests.curation.fault_server import FaultServer
+from tests.curation.fault_server import FaultServer, fast_policy
 
 pytestmark = pytest.mark.timeout(30)
 
-POLICY = DownloadPolicy(
-    connect_timeout_s=1.0,
-    read_timeout_s=1.0,
-    deadline_s=2.0,
-    max_attempts=3,
-    backoff_base_s=0.01,
-    backoff_max_s=0.02,
-    allowed_private_networks=("127.0.0.1/32",),
-)
+POLICY = fast_policy(backoff_max_s=0.02)
 
 
 @pytest.fixture

@@ -86,30 +86,40 @@ def test_spellings_and_clusters_join_one_group() -> None:
     assert keys[6] == "lonely"
 
 
+@st.composite
+def grown_catalogues(draw: st.DrawFn) -> tuple[list[dict], list[dict]]:
+    """A catalogue, and it grown by rows with new titles and no cluster links (so no existing
+    groups can merge)."""
+    base = draw(st.lists(record_strategy, min_size=1, max_size=60))
+    new_titles = draw(st.lists(st.integers(100, 200), min_size=1, max_size=30))
+    return base, base + [{"title": f"New {i}", "category3_code": "BAGS"} for i in new_titles]
+
+
+def splits_before_and_after(
+    catalogues: tuple[list[dict], list[dict]], repair: bool
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The base rows' splits before and after the catalogue grew."""
+    base, grown = catalogues
+    before = assign_splits(curated_frame(base), min_stratum_rows=5, repair=repair)
+    after = assign_splits(curated_frame(grown), min_stratum_rows=5, repair=repair)
+    return before, after.head(len(base))
+
+
 @fast
-@given(
-    base=st.lists(record_strategy, min_size=1, max_size=60),
-    new_titles=st.lists(st.integers(100, 200), min_size=1, max_size=30),
-)
-def test_appending_rows_never_moves_existing_rows(base: list[dict], new_titles: list[int]) -> None:
-    # New rows bring new titles and no cluster links, so no existing groups can merge.
-    grown = base + [{"title": f"New {i}", "category3_code": "BAGS"} for i in new_titles]
-    before = assign_splits(curated_frame(base), min_stratum_rows=5, repair=False)
-    after = assign_splits(curated_frame(grown), min_stratum_rows=5, repair=False).head(len(base))
+@given(catalogues=grown_catalogues())
+def test_appending_rows_never_moves_existing_rows(
+    catalogues: tuple[list[dict], list[dict]],
+) -> None:
+    before, after = splits_before_and_after(catalogues, repair=False)
     assert before.select("row_id", "group_key", "split").equals(
         after.select("row_id", "group_key", "split")
     )
 
 
 @fast
-@given(
-    base=st.lists(record_strategy, min_size=1, max_size=60),
-    new_titles=st.lists(st.integers(100, 200), min_size=1, max_size=30),
-)
-def test_with_repair_only_repaired_groups_move(base: list[dict], new_titles: list[int]) -> None:
-    grown = base + [{"title": f"New {i}", "category3_code": "BAGS"} for i in new_titles]
-    before = assign_splits(curated_frame(base), min_stratum_rows=5)
-    after = assign_splits(curated_frame(grown), min_stratum_rows=5).head(len(base))
+@given(catalogues=grown_catalogues())
+def test_with_repair_only_repaired_groups_move(catalogues: tuple[list[dict], list[dict]]) -> None:
+    before, after = splits_before_and_after(catalogues, repair=True)
     moved = before.filter(before["split"] != after["split"])
     for frame in (before, after):
         hashed = pl.Series(hash_splits(frame["group_key"].to_list()))

@@ -105,14 +105,11 @@ def test_curate_job_steps_run_in_celery_worker_with_in_process_results(
 
     worker = start_worker(env, queue, tmp_path / "worker.log")
     try:
-        launched = subprocess.run(
+        launched = run_in_repo(
             [str(BIN / "dagster"), "job", "execute", "-m", "dagster_project.definitions"]
             + ["-j", "curate"],
-            cwd=REPO_ROOT,
-            env={**os.environ, **env},
-            capture_output=True,
-            text=True,
-            timeout=240,
+            env,
+            timeout_s=240,
         )
         assert launched.returncode == 0, launched.stdout[-3000:] + launched.stderr[-3000:]
         worker_pids = worker_process_ids(worker)
@@ -151,17 +148,24 @@ def step_pids_of(instance: dg.DagsterInstance, run_ids: list[str]) -> set[int]:
     }
 
 
-def make_refresh(env: dict[str, str]) -> subprocess.CompletedProcess:
-    """`make refresh GROUPS=ingest,images,curation`, minus make's setup step."""
+def run_in_repo(
+    command: list[str], env: dict[str, str], timeout_s: float
+) -> subprocess.CompletedProcess:
+    """A pipeline command at the repository root with the test's env on top, output captured."""
     return subprocess.run(
-        [sys.executable, "-m", "dagster_project.cli", "refresh"]
-        + ["--groups", "ingest,images,curation"],
+        command,
         cwd=REPO_ROOT,
         env={**os.environ, **env},
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=timeout_s,
     )
+
+
+def make_refresh(env: dict[str, str]) -> subprocess.CompletedProcess:
+    """`make refresh GROUPS=ingest,images,curation`, minus make's setup step."""
+    command = [sys.executable, "-m", "dagster_project.cli", "refresh"]
+    return run_in_repo(command + ["--groups", "ingest,images,curation"], env, timeout_s=600)
 
 
 def test_make_refresh_runs_its_steps_in_the_celery_worker(tmp_path, demo_catalogue) -> None:

@@ -182,6 +182,20 @@ def tiny_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("tiny_cache")
 
 
+@pytest.fixture(scope="session")
+def tiny_processor(tiny_dataset_dir: Path, tiny_cache_dir: Path) -> Any:
+    """The tiny base's processor (32 px images) for collate-level tests."""
+    from transformers import AutoProcessor
+
+    from training.data import load_splits, tokenizer_corpus
+    from training.tiny import TinyArchitecture, ensure_tiny_base
+
+    corpus = tokenizer_corpus(load_splits(str(tiny_dataset_dir))["train"])
+    return AutoProcessor.from_pretrained(
+        ensure_tiny_base(TinyArchitecture(image_size=32), corpus, tiny_cache_dir)
+    )
+
+
 def tiny_train_config(
     dataset_dir: Path, cache_dir: Path, output_dir: Path, **overrides: Any
 ) -> Any:

@@ -2,25 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 
 from training.collate import IGNORE_INDEX, Sample, VLMCollator, build_labels
-from training.data import SampleView, load_splits, tokenizer_corpus
+from training.data import SampleView, load_splits
 from training.presets import get_preset
-from training.tiny import END_TOKEN, TinyArchitecture, ensure_tiny_base
-
-
-@pytest.fixture(scope="module")
-def tiny_processor(tiny_dataset_dir: Path, tiny_cache_dir: Path):
-    from transformers import AutoProcessor
-
-    corpus = tokenizer_corpus(load_splits(str(tiny_dataset_dir))["train"])
-    return AutoProcessor.from_pretrained(
-        ensure_tiny_base(TinyArchitecture(image_size=32), corpus, tiny_cache_dir)
-    )
+from training.tiny import END_TOKEN, TinyArchitecture
 
 
 def test_labels_cover_exactly_the_answer_and_end_token(tiny_processor, tiny_dataset_dir):

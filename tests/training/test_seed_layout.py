@@ -3,8 +3,6 @@ rebuilt on the real tiny processor and training loop so the benchmark measures w
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -12,20 +10,9 @@ from safetensors.torch import load_file
 from bench.seed import SeedCollator, SeedLayout, seed_setup, unmasked_labels
 from tests.training.conftest import tiny_train_config
 from training.collate import IGNORE_INDEX, VLMCollator
-from training.data import SampleView, load_splits, tokenizer_corpus
+from training.data import SampleView, load_splits
 from training.presets import get_preset
-from training.tiny import TinyArchitecture, ensure_tiny_base
 from training.train import train_loop
-
-
-@pytest.fixture(scope="module")
-def tiny_processor(tiny_dataset_dir: Path, tiny_cache_dir: Path):
-    from transformers import AutoProcessor
-
-    corpus = tokenizer_corpus(load_splits(str(tiny_dataset_dir))["train"])
-    return AutoProcessor.from_pretrained(
-        ensure_tiny_base(TinyArchitecture(image_size=32), corpus, tiny_cache_dir)
-    )
 
 
 def test_pad_to_length_pads_every_row_to_exactly_that_length(tiny_processor, tiny_dataset_dir):
