@@ -1,7 +1,9 @@
-"""Small helpers every asset module shares: metadata previews and data versions."""
+"""Small helpers every asset module shares: metadata previews, data versions, and the shape of
+a multi-asset whose tables come from one pass."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import dagster as dg
@@ -44,6 +46,21 @@ def table_output(
             "preview": dg.MetadataValue.md(frame_markdown(frame)),
             **metadata,
         },
+    )
+
+
+def one_pass_tables(group: str, code_version: str, *tables: str) -> Callable[..., Any]:
+    """`@dg.multi_asset` for tables one computation yields together, each of which can be
+    rebuilt alone (`--select rejected_rows`): no output is required, so selecting one does not
+    demand its sibling; the function yields only what `context.selected_output_names` holds."""
+    return dg.multi_asset(
+        group_name=group,
+        code_version=code_version,
+        outs={
+            name: dg.AssetOut(kinds={"polars"}, code_version="1", is_required=False)
+            for name in tables
+        },
+        can_subset=True,
     )
 
 

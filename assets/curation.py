@@ -3,7 +3,7 @@
 import dagster as dg
 import polars as pl
 
-from assets._common import counts_markdown, table_output
+from assets._common import counts_markdown, one_pass_tables, table_output
 from assets.resources import PipelineSettings
 from curation.ledger import (
     DEFAULT_EXCLUDED_FLAGS,
@@ -24,16 +24,7 @@ class CurationConfig(dg.Config):
     exclude_quality_flags: list[str] = list(DEFAULT_EXCLUDED_FLAGS)
 
 
-@dg.multi_asset(
-    group_name=GROUP,
-    code_version="2",
-    outs={
-        "curation_ledger": dg.AssetOut(kinds={"polars"}, code_version="1", is_required=False),
-        "curated_products": dg.AssetOut(kinds={"polars"}, code_version="1", is_required=False),
-    },
-    # Either output can be rebuilt alone (`--select curated_products`).
-    can_subset=True,
-)
+@one_pass_tables(GROUP, "2", "curation_ledger", "curated_products")
 def curation_ledger(
     context: dg.AssetExecutionContext,
     config: CurationConfig,

@@ -30,24 +30,29 @@ def previous_table(settings: PipelineSettings, name: str) -> pl.DataFrame | None
         return pl.read_parquet(handle)
 
 
+# DownloadSettings fields that DownloadPolicy takes as they are (same name and unit); schemes
+# and formats are comma-separated in the settings and sets in the policy.
+POLICY_KNOBS = (
+    "connect_timeout_s",
+    "read_timeout_s",
+    "deadline_s",
+    "max_attempts",
+    "max_bytes",
+    "max_pixels",
+    "allow_private_hosts",
+)
+
+
 def download_policy(settings: PipelineSettings, downloads: DownloadSettings) -> DownloadPolicy:
     """http(s) always; local files only for a catalogue the operator put on this machine."""
     schemes = {"http", "https"} | {s.strip() for s in downloads.extra_schemes.split(",") if s}
     uri = settings.catalogue_uri
     if settings.is_demo or "://" not in uri or uri.startswith("file://"):
         schemes.add("file")
+    formats = {f.strip().lower() for f in downloads.allowed_formats.split(",") if f.strip()}
+    knobs = {name: getattr(downloads, name) for name in POLICY_KNOBS}
     return DownloadPolicy(
-        connect_timeout_s=downloads.connect_timeout_s,
-        read_timeout_s=downloads.read_timeout_s,
-        deadline_s=downloads.deadline_s,
-        max_attempts=downloads.max_attempts,
-        max_bytes=downloads.max_bytes,
-        max_pixels=downloads.max_pixels,
-        allowed_schemes=frozenset(schemes),
-        allow_private_hosts=downloads.allow_private_hosts,
-        allowed_formats=frozenset(
-            f.strip().lower() for f in downloads.allowed_formats.split(",") if f.strip()
-        ),
+        allowed_schemes=frozenset(schemes), allowed_formats=frozenset(formats), **knobs
     )
 
 

@@ -3,7 +3,7 @@
 import dagster as dg
 import polars as pl
 
-from assets._common import counts_markdown, table_output
+from assets._common import counts_markdown, one_pass_tables, table_output
 from assets.resources import PipelineSettings
 from curation.catalogue import (
     CatalogueError,
@@ -39,16 +39,7 @@ def raw_catalogue(context: dg.AssetExecutionContext, pipeline: PipelineSettings)
     return table_output(frame, catalogue_uri=dg.MetadataValue.text(uri))
 
 
-@dg.multi_asset(
-    group_name=GROUP,
-    code_version="1",
-    outs={
-        "validated_products": dg.AssetOut(kinds={"polars"}, code_version="1", is_required=False),
-        "rejected_rows": dg.AssetOut(kinds={"polars"}, code_version="1", is_required=False),
-    },
-    # Either output can be rebuilt alone (`--select rejected_rows`); both come from one pass.
-    can_subset=True,
-)
+@one_pass_tables(GROUP, "1", "validated_products", "rejected_rows")
 def validated_products(context: dg.AssetExecutionContext, raw_catalogue: pl.DataFrame):
     """Rows that pass the pydantic schema (normalised), and one reject row per problem."""
     validated, rejected = validate_catalogue(raw_catalogue)

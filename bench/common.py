@@ -166,3 +166,16 @@ def publish(report: Report, args: argparse.Namespace, argv: Sequence[str] | None
     if not args.no_results:
         update_results(args.results, report.name, section)
         print(f"(section '{report.name}' written to {args.results})")
+
+
+def benchmark_main(
+    parse_args: Callable[[Sequence[str] | None], argparse.Namespace],
+    run: Callable[[argparse.Namespace], Report],
+) -> Callable[[Sequence[str] | None], None]:
+    """A benchmark's `main(argv)`: parse, run, publish (what `python -m bench` calls)."""
+
+    def main(argv: Sequence[str] | None = None) -> None:
+        args = parse_args(argv)
+        publish(run(args), args, argv)
+
+    return main

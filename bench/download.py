@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.cdn import ServerProcess, fault_plan, make_jpegs
-from bench.common import Report, base_parser, publish, ratio, timed
+from bench.common import Report, base_parser, benchmark_main, ratio, timed
 from curation.download import DownloadPolicy, fetch_images
 from schemas.tables import IMAGE_STATUS_OK
 
@@ -353,9 +353,7 @@ def _img2dataset_rows(
     ]
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    args = parse_args(argv)
-    publish(run(args), args, argv)
+main = benchmark_main(parse_args, run)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.common import Report, base_parser, publish
+from bench.common import Report, base_parser, benchmark_main
 
 GOAL_S = 600.0
 
@@ -144,9 +144,7 @@ def run(args: argparse.Namespace) -> Report:
     return Report(name, title + (f": groups {only}" if only else ""), rows, notes, module="e2e")
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    args = parse_args(argv)
-    publish(run(args), args, argv)
+main = benchmark_main(parse_args, run)
 
 
 if __name__ == "__main__":

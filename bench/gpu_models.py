@@ -8,7 +8,7 @@ row, the pixel inputs its vision tower takes, and the preset whose LoRA targets 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -36,8 +36,27 @@ class StandInPreset(TinyPreset):
     modules_to_save = ()
 
 
+class TopOfVocab:
+    """Special tokens hold the top ids of the vocabulary, as in the models' own tokenizers:
+    SPECIALS[0] is vocab_size - 1, the next one the id below, and so on."""
+
+    SPECIALS: ClassVar[tuple[str, ...]]
+    vocab_size: int
+
+    def special_id(self, name: str) -> int:
+        return self.vocab_size - 1 - self.SPECIALS.index(name)
+
+    @property
+    def pad_id(self) -> int:
+        return self.special_id("pad")
+
+    @property
+    def image_id(self) -> int:
+        return self.special_id("image")
+
+
 @dataclass(frozen=True)
-class LlavaSize:
+class LlavaSize(TopOfVocab):
     """Phi-3-vision's size by default: CLIP ViT-L/14 tower (24 layers, 1024 wide) and a
     Phi-3-mini decoder (32 layers, 3072 wide), ~4.1 B parameters. 224 px (256 image tokens)
     rather than its 336 px HD crops keeps one image under the seed's 512 tokens."""
@@ -56,18 +75,11 @@ class LlavaSize:
     question_tokens: int = 12  # "<|user|>", "What is shown in this image?", "<|assistant|>"
     answer_tokens: tuple[int, int] = (20, 45)  # min, max: the catalogue's answers
     name: str = "Phi-3-vision-sized LLaVA"
+    SPECIALS: ClassVar[tuple[str, ...]] = ("image", "pad")
 
     @property
     def image_tokens(self) -> int:
         return (self.image_size // self.patch_size) ** 2
-
-    @property
-    def pad_id(self) -> int:
-        return self.vocab_size - 2
-
-    @property
-    def image_id(self) -> int:
-        return self.vocab_size - 1
 
     def image_block(self) -> torch.Tensor:
         return torch.full((self.image_tokens,), self.image_id)
@@ -98,7 +110,7 @@ class LlavaSize:
 
 
 @dataclass(frozen=True)
-class QwenSize:
+class QwenSize(TopOfVocab):
     """Qwen3-VL-4B's size by default: a 24-layer, 1024-wide ViT (patch 16, 2 x 2 merge,
     deepstack taps) and a 36-layer, 2560-wide decoder (GQA 32/8), vocab 151936, ~4.4 B
     parameters. 512 px = 32 x 32 patches = 256 visual tokens, as many as the LLaVA's."""
@@ -122,6 +134,7 @@ class QwenSize:
     question_tokens: int = 12
     answer_tokens: tuple[int, int] = (20, 45)
     name: str = "Qwen3-VL-4B-sized Qwen3-VL"
+    SPECIALS: ClassVar[tuple[str, ...]] = ("pad", "image", "vision_start", "vision_end", "video")
 
     @property
     def grid(self) -> int:
@@ -131,26 +144,10 @@ class QwenSize:
     def image_tokens(self) -> int:
         return self.grid**2 // self.merge**2
 
-    # The top of the vocabulary holds the special tokens, as in Qwen's own tokenizer.
-    @property
-    def pad_id(self) -> int:
-        return self.vocab_size - 1
-
-    @property
-    def image_id(self) -> int:
-        return self.vocab_size - 2
-
-    @property
-    def vision_start_id(self) -> int:
-        return self.vocab_size - 3
-
-    @property
-    def vision_end_id(self) -> int:
-        return self.vocab_size - 4
-
     def image_block(self) -> torch.Tensor:
         image = torch.full((self.image_tokens,), self.image_id)
-        start, end = torch.tensor([self.vision_start_id]), torch.tensor([self.vision_end_id])
+        start = torch.tensor([self.special_id("vision_start")])
+        end = torch.tensor([self.special_id("vision_end")])
         return torch.cat([start, image, end])
 
     def vision_inputs(self, rows: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
@@ -188,8 +185,9 @@ class QwenSize:
                 "temporal_patch_size": 2, "out_hidden_size": self.text_hidden,
                 "num_position_embeddings": 2304, "deepstack_visual_indexes": list(self.deepstack),
             },
-            image_token_id=self.image_id, video_token_id=self.vocab_size - 5,
-            vision_start_token_id=self.vision_start_id, vision_end_token_id=self.vision_end_id,
+            image_token_id=self.image_id, video_token_id=self.special_id("video"),
+            vision_start_token_id=self.special_id("vision_start"),
+            vision_end_token_id=self.special_id("vision_end"),
             tie_word_embeddings=True,
         )  # fmt: skip
         return on_device(Qwen3VLForConditionalGeneration, config, dtype, device)

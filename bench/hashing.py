@@ -19,7 +19,7 @@ import numpy as np
 import polars as pl
 from PIL import Image
 
-from bench.common import Report, base_parser, publish, ratio, timed
+from bench.common import Report, base_parser, benchmark_main, ratio, timed
 from curation.dedupe import popcount64
 from curation.images.hashing import _to_uint64, compute_image_hashes
 from demo import build_demo_catalogue
@@ -158,9 +158,7 @@ def run(args: argparse.Namespace) -> Report:
     return Report("hashing", "Hashing (2: perceptual hashes of the demo images)", rows, notes)
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    args = parse_args(argv)
-    publish(run(args), args, argv)
+main = benchmark_main(parse_args, run)
 
 
 if __name__ == "__main__":

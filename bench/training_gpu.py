@@ -33,7 +33,7 @@ from typing import Any
 import torch
 from torch.nn.utils.rnn import pad_sequence
 
-from bench.common import Report, base_parser, publish
+from bench.common import Report, base_parser, benchmark_main
 from bench.gpu_models import LLAVA_TINY, QWEN_TINY, LlavaSize, QwenSize
 from bench.seed import pad_to_fixed_length, unmasked_labels
 from training.collate import IGNORE_INDEX, build_labels
@@ -242,9 +242,7 @@ def run(args: argparse.Namespace) -> Report:
     return Report("training_gpu", title, rows, notes)
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    args = parse_args(argv)
-    publish(run(args), args, argv)
+main = benchmark_main(parse_args, run)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from pathlib import Path
 import polars as pl
 from pydantic import ValidationError
 
-from bench.common import Report, base_parser, publish, ratio, timed
+from bench.common import Report, base_parser, benchmark_main, ratio, timed
 from curation.catalogue import load_raw_catalogue
 from curation.validation import validate_catalogue, validate_catalogue_reference
 from demo import build_demo_catalogue
@@ -92,9 +92,7 @@ def run(args: argparse.Namespace) -> Report:
     return Report("validation", "Validation (4: raw catalogue rows)", rows, notes)
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    args = parse_args(argv)
-    publish(run(args), args, argv)
+main = benchmark_main(parse_args, run)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,9 @@ from training.config import TrainConfig
 if TYPE_CHECKING:
     from training.tiny import VisionPretrainData
 
+# The text a locally built base's tokenizer is trained on, read only when a build is due.
+Corpus = Callable[[], list[str]]
+
 
 @dataclass(frozen=True)
 class BaseRef:
@@ -65,14 +68,23 @@ class ModelPreset:
         return f"(?:{self.lora_target_modules})|(?:{self.vision_lora_target_modules})"
 
     def resolve(
-        self,
-        config: TrainConfig,
-        corpus: Callable[[], list[str]],
-        vision_data: VisionPretrainData | None = None,
+        self, config: TrainConfig, corpus: Corpus, vision_data: VisionPretrainData | None = None
     ) -> BaseRef:
-        """`corpus` and `vision_data` only matter to presets built locally (tiny)."""
+        """The base to load: `config.base_model` when set (an existing build, a local copy),
+        else what the preset builds (`build_base`) or its hub id at its pinned revision."""
+        if not config.base_model:
+            built = self.build_base(config, corpus, vision_data)
+            if built is not None:
+                return built
         path = config.base_model or self.model_id
         return BaseRef(path=path, model_id=self.model_id, revision=config.revision or self.revision)
+
+    def build_base(
+        self, config: TrainConfig, corpus: Corpus, vision_data: VisionPretrainData | None
+    ) -> BaseRef | None:
+        """A base built here rather than downloaded (tiny); None for hub presets. `corpus` is
+        called only when a build is due."""
+        return None
 
     def _hub_kwargs(self, ref: BaseRef) -> dict[str, Any]:
         kwargs: dict[str, Any] = {"trust_remote_code": self.trust_remote_code}

@@ -5,7 +5,7 @@ model-specific lives in a preset, so train/evaluate stay model-agnostic.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +15,7 @@ from training.preset_base import (
     PHI3_EXTRA_HINT,
     PHI3_TRANSFORMERS_RANGE,
     BaseRef,
+    Corpus,
     ModelPreset,
     check_version_range,
     dtype_kwargs,
@@ -39,17 +40,12 @@ class TinyPreset(ModelPreset):
     modules_to_save = ("multi_modal_projector", "embed_tokens", "lm_head")
     end_text = "<|end|>"
 
-    def resolve(
-        self,
-        config: TrainConfig,
-        corpus: Callable[[], list[str]],
-        vision_data: VisionPretrainData | None = None,
+    def build_base(
+        self, config: TrainConfig, corpus: Corpus, vision_data: VisionPretrainData | None
     ) -> BaseRef:
         from training.storage import is_remote
         from training.tiny import TinyArchitecture, default_cache_root, ensure_tiny_base
 
-        if config.base_model:  # an existing build (evaluation, or a shared cache)
-            return BaseRef(path=config.base_model, model_id="tiny", revision=config.revision)
         arch = TinyArchitecture(image_size=config.image_size)
         # The build is loaded with from_pretrained, so it lives on a local disk: a cache_dir
         # on an object store (the data dir on s3) falls back to the local default.

@@ -20,16 +20,9 @@ from typing import Any
 
 PAD_TOKEN = "<pad>"
 IMAGE_TOKEN = "<image>"
-USER_TOKEN = "<|user|>"
-ASSISTANT_TOKEN = "<|assistant|>"
 END_TOKEN = "<|end|>"
-TINY_SPECIAL_TOKENS: tuple[str, ...] = (
-    PAD_TOKEN,
-    IMAGE_TOKEN,
-    USER_TOKEN,
-    ASSISTANT_TOKEN,
-    END_TOKEN,
-)
+# The tiny vocabulary's special tokens in id order, the Phi-3 chat turn markers among them.
+TINY_SPECIAL_TOKENS = (PAD_TOKEN, IMAGE_TOKEN, "<|user|>", "<|assistant|>", END_TOKEN)
 
 # Phi-3 style turns, TRL content lists (image/text parts). No newlines: special tokens already
 # separate segments, so prompt + answer tokenises as prompt tokens followed by answer tokens.
@@ -162,29 +155,31 @@ class LlavaPhi3Dims:
     vision_feature_layer: int = -1
 
 
+# LlavaPhi3Dims' vision_* / text_* sizes -> the transformers config argument each sets.
+_STACK_ARGS = {
+    "hidden": "hidden_size",
+    "intermediate": "intermediate_size",
+    "layers": "num_hidden_layers",
+    "heads": "num_attention_heads",
+}
+
+
 def llava_phi3_config(dims: LlavaPhi3Dims) -> Any:
     """A LlavaConfig from sizes only: no hub, no weights."""
     from transformers import CLIPVisionConfig, LlavaConfig, Phi3Config
 
-    vision = CLIPVisionConfig(
-        image_size=dims.image_size,
-        patch_size=dims.patch_size,
-        hidden_size=dims.vision_hidden,
-        intermediate_size=dims.vision_intermediate,
-        num_hidden_layers=dims.vision_layers,
-        num_attention_heads=dims.vision_heads,
-    )
+    # The tower and the decoder are both sized by width, MLP width, depth and heads.
+    tower = {arg: getattr(dims, f"vision_{size}") for size, arg in _STACK_ARGS.items()}
+    decoder = {arg: getattr(dims, f"text_{size}") for size, arg in _STACK_ARGS.items()}
+    vision = CLIPVisionConfig(image_size=dims.image_size, patch_size=dims.patch_size, **tower)
     text = Phi3Config(
         vocab_size=dims.vocab_size,
-        hidden_size=dims.text_hidden,
-        intermediate_size=dims.text_intermediate,
-        num_hidden_layers=dims.text_layers,
-        num_attention_heads=dims.text_heads,
         max_position_embeddings=dims.max_positions,
         original_max_position_embeddings=dims.max_positions,
         pad_token_id=dims.pad_id,
         bos_token_id=None,
         eos_token_id=dims.eos_id,
+        **decoder,
     )
     return LlavaConfig(
         vision_config=vision,

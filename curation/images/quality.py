@@ -124,6 +124,17 @@ def measure_image(path: str) -> dict[str, float] | None:
     return measure_picture(picture, width, height)
 
 
+# The flags that compare one measurement with one threshold: flag -> (measurement, threshold
+# field, the comparison that raises the flag, how the detail names the measurement, its format).
+_LEVEL_CHECKS: dict[str, tuple[str, str, str, str, str]] = {
+    "low_information": ("luma_std", "min_luma_std", "<", "luminance std", ".1f"),
+    "too_dark": ("luma_p95", "dark_luma_p95", "<", "95th percentile luminance", ".0f"),
+    "too_light": ("luma_p05", "light_luma_p05", ">", "5th percentile luminance", ".0f"),
+    "blurry": ("sharpness", "min_sharpness", "<", "sharpness", ".3f"),
+    "grayscale": ("chroma_p99", "grayscale_chroma_p99", "<", "99th percentile chroma", ".0f"),
+}
+
+
 def quality_flags(
     m: dict[str, float], t: QualityThresholds = DEFAULT_THRESHOLDS
 ) -> list[tuple[str, str]]:
@@ -136,27 +147,11 @@ def quality_flags(
             short > 0 and long / short > t.max_aspect_ratio,
             f"{long / max(short, 1):.1f}:1 > {t.max_aspect_ratio:g}:1",
         ),
-        "low_information": (
-            m["luma_std"] < t.min_luma_std,
-            f"luminance std {m['luma_std']:.1f} < {t.min_luma_std:g}",
-        ),
-        "too_dark": (
-            m["luma_p95"] < t.dark_luma_p95,
-            f"95th percentile luminance {m['luma_p95']:.0f} < {t.dark_luma_p95:g}",
-        ),
-        "too_light": (
-            m["luma_p05"] > t.light_luma_p05,
-            f"5th percentile luminance {m['luma_p05']:.0f} > {t.light_luma_p05:g}",
-        ),
-        "blurry": (
-            m["sharpness"] < t.min_sharpness,
-            f"sharpness {m['sharpness']:.3f} < {t.min_sharpness:g}",
-        ),
-        "grayscale": (
-            m["chroma_p99"] < t.grayscale_chroma_p99,
-            f"99th percentile chroma {m['chroma_p99']:.0f} < {t.grayscale_chroma_p99:g}",
-        ),
     }
+    for flag, (measure, limit_name, op, label, fmt) in _LEVEL_CHECKS.items():
+        value, limit = m[measure], getattr(t, limit_name)
+        failed = value < limit if op == "<" else value > limit
+        found[flag] = (failed, f"{label} {value:{fmt}} {op} {limit:g}")
     return [(flag, found[flag][1]) for flag in QUALITY_FLAGS if found[flag][0]]
 
 
