@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import pathlib
 import subprocess
 import sys
 
@@ -96,3 +97,45 @@ def test_no_module_uses_private_dagster_apis() -> None:
         for match in private.finditer(path.read_text())
     ]
     assert offenders == []
+
+
+def _imports_of(path: pathlib.Path, module: str, modules: set[str]) -> set[str]:
+    """Our modules that `module` imports anywhere in its file, function bodies included (a
+    function-level import hides a loop from the interpreter, not from a reader)."""
+    import ast
+
+    def ours(name: str) -> str | None:
+        while name and name not in modules:
+            name = name.rpartition(".")[0]
+        return name or None
+
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    found: set[str | None] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {ours(alias.name) for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:  # relative: from the package, one level up per extra dot
+                anchor = package.rsplit(".", node.level - 1)[0]
+                base = ".".join(filter(None, [anchor, node.module]))
+            found |= {ours(f"{base}.{alias.name}") for alias in node.names}
+    return {name for name in found if name and name != module}
+
+
+def test_no_import_loops() -> None:
+    """No module imports (at the top or inside a function) a module that imports it back."""
+    import graphlib
+
+    root = pathlib.Path(__file__).resolve().parents[1]
+    packages = ("schemas", "curation", "training", "demo", "assets", "dagster_project", "bench")
+    paths = {
+        ".".join(path.relative_to(root).with_suffix("").parts).removesuffix(".__init__"): path
+        for package in packages
+        for path in (root / package).rglob("*.py")
+    }
+    graph = {name: _imports_of(path, name, set(paths)) for name, path in paths.items()}
+    try:
+        graphlib.TopologicalSorter(graph).prepare()
+    except graphlib.CycleError as loop:
+        raise AssertionError(f"import loop: {' -> '.join(loop.args[1])}") from None
