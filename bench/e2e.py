@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.common import Report, base_parser, benchmark_main
+from bench.common import Report, base_parser, publish
 
 GOAL_S = 600.0
 
@@ -144,7 +144,9 @@ def run(args: argparse.Namespace) -> Report:
     return Report(name, title + (f": groups {only}" if only else ""), rows, notes, module="e2e")
 
 
-main = benchmark_main(parse_args, run)
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    publish(run(args), args, argv)
 
 
 if __name__ == "__main__":
