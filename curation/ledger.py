@@ -97,6 +97,26 @@ def _cluster_columns(clusters: pl.DataFrame) -> pl.DataFrame:
     )
 
 
+def _evidence(
+    raw: pl.DataFrame,
+    rejected: pl.DataFrame,
+    images: pl.DataFrame,
+    clusters: pl.DataFrame,
+    quality: pl.DataFrame | None,
+    exclude: tuple[str, ...],
+) -> pl.DataFrame:
+    """One row per raw row with everything its outcome is decided from: the rejection reason,
+    the download result, the cluster and the quality flags."""
+    return (
+        raw.select("row_index", "row_id")
+        .join(_rejection_reasons(rejected), on="row_id", how="left")
+        .join(images.select("row_id", "status", "reason"), on="row_id", how="left")
+        .join(_cluster_columns(clusters), on="row_id", how="left")
+        .join(_quality_columns(images, quality), on="row_id", how="left")
+        .with_columns(quality_excluded=_excluded_reason(exclude))
+    )
+
+
 def build_curation_ledger(
     raw: pl.DataFrame,
     rejected: pl.DataFrame,
@@ -108,14 +128,7 @@ def build_curation_ledger(
     """raw_catalogue + rejected_rows + product_images + duplicate_clusters + image_quality ->
     ledger; `exclude_flags` are the quality flags that make a row bad_image."""
     exclude = check_quality_policy(exclude_flags)
-    joined = (
-        raw.select("row_index", "row_id")
-        .join(_rejection_reasons(rejected), on="row_id", how="left")
-        .join(images.select("row_id", "status", "reason"), on="row_id", how="left")
-        .join(_cluster_columns(clusters), on="row_id", how="left")
-        .join(_quality_columns(images, quality), on="row_id", how="left")
-        .with_columns(quality_excluded=_excluded_reason(exclude))
-    )
+    joined = _evidence(raw, rejected, images, clusters, quality, exclude)
     invalid = pl.col("invalid_reason").is_not_null()
     failed = pl.col("status") == IMAGE_STATUS_DOWNLOAD_FAILED
     bad = pl.col("status") == IMAGE_STATUS_BAD_IMAGE
