@@ -4,8 +4,9 @@ A refresh is what the automation sensor does, run to completion from a terminal:
 1. observe the catalogue source (a run-less observation, only when its version changed);
 2. evaluate the assets' automation conditions (`dg.evaluate_automation_conditions`, cursor kept
    in the instance between refreshes, as the daemon keeps its own);
-3. execute the requested assets as one run through `dg.execute_job`, so the Definitions'
-   executor (multiprocess, Celery, k8s) runs the steps; wait for it; go to 2.
+3. submit the requested assets as one run through the instance, as the UI does (the
+   `launchRun` GraphQL mutation): the instance's run coordinator, its queue and run launcher, then
+   the Definitions' executor (multiprocess, Celery, k8s) run it; wait for it; go to 2.
 It ends when nothing is requested and no run is in progress. Because conditions only look at
 *data* versions, a rerun with an identical output stops the chain below it.
 """
@@ -14,6 +15,10 @@ from __future__ import annotations
 
 import fcntl
 import json
+import os
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -38,7 +43,27 @@ IN_PROGRESS = [
     dg.DagsterRunStatus.STARTED,
     dg.DagsterRunStatus.CANCELING,
 ]
-POLL_S = 2.0
+POLL_S = 1.0
+# The job every refresh run is an asset selection of (it holds every asset and check, and the
+# retry policy tags).
+LAUNCH_JOB = "full_pipeline"
+# How a refresh's Target reaches the processes a submitted run starts (code server, run worker):
+# they load `launched_definitions`, which reads it.
+TARGET_ENV = "CATALOGUE_VLM_TARGET"
+LAUNCH_RUN_MUTATION = """
+mutation LaunchRun($executionParams: ExecutionParams!) {
+  launchRun(executionParams: $executionParams) {
+    __typename
+    ... on LaunchRunSuccess { run { runId } }
+    ... on PythonError { message stack }
+    ... on InvalidSubsetError { message }
+    ... on RunConfigValidationInvalid { errors { message } }
+  }
+}
+"""
+DEFINITIONS_MODULE = "dagster_project.definitions"
+# A queued run that no daemon picks up within this time means the instance has no daemon.
+QUEUED_WITHOUT_DAEMON_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -47,7 +72,7 @@ class Target:
     process that runs a step (a multiprocess child, a Celery worker, a pod) rebuilds the same
     ones from this name."""
 
-    factory: str = "dagster_project.definitions:build_definitions"
+    factory: str = f"{DEFINITIONS_MODULE}:build_definitions"
     kwargs_json: str = "{}"
 
     @staticmethod
@@ -57,16 +82,17 @@ class Target:
     def load(self) -> dg.Definitions:
         return load_definitions(self.factory, self.kwargs_json)
 
-    def job(self, name: str = "full_pipeline") -> dg.ReconstructableJob:
-        return dg.build_reconstructable_job(
-            "dagster_project.refresh",
-            "job_from_target",
-            reconstructable_kwargs={
-                "factory": self.factory,
-                "kwargs_json": self.kwargs_json,
-                "job_name": name,
-            },
-        )
+    def to_env(self) -> str:
+        return json.dumps({"factory": self.factory, "kwargs_json": self.kwargs_json})
+
+    def code_location(self) -> tuple[list[str], str]:
+        """The code location a submitted run loads: (CLI arguments, location name). The
+        default is the one `make ui` serves, so a daemon or webserver of the same deployment
+        can launch and show the run; another Target reaches the run through TARGET_ENV."""
+        if self == DEFAULT_TARGET:
+            return ["-m", DEFINITIONS_MODULE], DEFINITIONS_MODULE
+        module, attribute = __name__, launched_definitions.__name__
+        return ["-m", module, "-a", attribute], f"{module}:{attribute}"
 
 
 DEFAULT_TARGET = Target()
@@ -77,13 +103,10 @@ def load_definitions(factory: str, kwargs_json: str = "{}") -> dg.Definitions:
     return getattr(import_module(module), attribute)(**json.loads(kwargs_json))
 
 
-def job_from_target(factory: str, kwargs_json: str, job_name: str) -> dg.JobDefinition:
-    """Reconstructs a refresh's job in the processes that execute its steps."""
-    defs = load_definitions(factory, kwargs_json)
-    names = {job.name for job in defs.jobs or []}
-    if job_name in names:
-        return defs.resolve_job_def(job_name)
-    return defs.resolve_implicit_global_asset_job_def()
+def launched_definitions() -> dg.Definitions:
+    """The Definitions a submitted run loads, in the code server and in the run worker."""
+    target = json.loads(os.environ.get(TARGET_ENV, DEFAULT_TARGET.to_env()))
+    return load_definitions(target["factory"], target["kwargs_json"])
 
 
 @dataclass
@@ -165,24 +188,64 @@ def runs_in_progress(instance: dg.DagsterInstance) -> list[str]:
 
 
 def wait_for_runs(instance: dg.DagsterInstance, run_ids: Sequence[str]) -> None:
-    while any(
-        (run := instance.get_run_by_id(run_id)) is not None and run.status in IN_PROGRESS
-        for run_id in run_ids
-    ):
+    queued_since = time.monotonic()
+    while True:
+        runs = [instance.get_run_by_id(run_id) for run_id in run_ids]
+        statuses = {run.status for run in runs if run is not None}
+        if not statuses & set(IN_PROGRESS):
+            return
+        if statuses != {dg.DagsterRunStatus.QUEUED}:
+            queued_since = time.monotonic()
+        elif time.monotonic() - queued_since > QUEUED_WITHOUT_DAEMON_S:
+            if not instance.get_daemon_heartbeats():
+                raise RuntimeError(
+                    "The run is queued, and no dagster-daemon serves this instance's run queue "
+                    "(its dagster.yaml sets a QueuedRunCoordinator): start `dagster-daemon run` "
+                    "(or `make ui`), or use deploy/dagster.local.yaml's DefaultRunCoordinator."
+                )
+            queued_since = time.monotonic()
         time.sleep(POLL_S)
 
 
-def execute(
+def submit(
     instance: dg.DagsterInstance,
     target: Target,
     keys: Sequence[dg.AssetKey],
     tags: Mapping[str, str] | None = None,
-) -> dg.JobExecutionResult:
-    """One run of `keys` through the Definitions' executor, recorded in `instance` (the job's
-    own tags, such as its retry policy, come with it)."""
-    return dg.execute_job(
-        target.job(), instance=instance, asset_selection=list(keys), tags=dict(tags or {})
-    )
+) -> dg.DagsterRun:
+    """One run of `keys` (and their checks), submitted to `instance` as the UI submits one:
+    the `launchRun` mutation through the `dagster-graphql` CLI, which loads the code location
+    and hands the run to the instance's run coordinator and launcher. Returns the run once it has
+    finished. The job's own tags (its retry policy) come with it."""
+    if instance.root_directory is None:
+        raise ValueError("a refresh submits runs to a persistent instance (set DAGSTER_HOME)")
+    env = {**os.environ, "DAGSTER_HOME": instance.root_directory, TARGET_ENV: target.to_env()}
+    location_args, location_name = target.code_location()
+    params = {
+        "selector": {
+            "repositoryLocationName": location_name,
+            "repositoryName": "__repository__",
+            "jobName": LAUNCH_JOB,
+            "assetSelection": [{"path": key.path} for key in keys],
+        },
+        "runConfigData": {},
+        "executionMetadata": {"tags": [{"key": k, "value": v} for k, v in (tags or {}).items()]},
+    }
+    with tempfile.TemporaryDirectory() as scratch:
+        response_path = Path(scratch) / "response.json"
+        command = [str(Path(sys.executable).parent / "dagster-graphql"), *location_args]
+        command += ["-t", LAUNCH_RUN_MUTATION]
+        command += ["-v", json.dumps({"executionParams": params}), "-o", str(response_path)]
+        launched = subprocess.run(command, env=env, check=False)
+        response = json.loads(response_path.read_text()) if response_path.exists() else {}
+    outcome = (response.get("data") or {}).get("launchRun") or {}
+    if launched.returncode != 0 or outcome.get("__typename") != "LaunchRunSuccess":
+        raise RuntimeError(f"launching {_names(keys)} failed: {json.dumps(response)[:2000]}")
+    run_id = outcome["run"]["runId"]
+    wait_for_runs(instance, [run_id])
+    run = instance.get_run_by_id(run_id)
+    assert run is not None, run_id
+    return run
 
 
 @contextmanager
@@ -227,10 +290,10 @@ def refresh(
                 wait_for_runs(instance, busy)
                 continue
             print(f"Run {len(result.waves) + 1}: materializing {_names(keys)}")
-            run = execute(instance, target, keys)
+            run = submit(instance, target, keys)
             result.waves.append(keys)
             result.run_ids.append(run.run_id)
-            if not run.success:
+            if not run.is_success:
                 result.success = False
                 return result
     result.success = False  # still requesting after max_runs: outputs that never settle
@@ -249,8 +312,8 @@ def materialize_all(
         observe_catalogue(instance, defs)
         keys = _sorted(selection.resolve(defs.resolve_asset_graph()))
         print(f"Materializing {len(keys)} assets: {_names(keys)}")
-        run = execute(instance, target, keys)
-    if not run.success:
+        run = submit(instance, target, keys)
+    if not run.is_success:
         return RefreshResult(False, [keys], [run.run_id])
     after = refresh(instance, target, selection)
     return RefreshResult(after.success, [keys, *after.waves], [run.run_id, *after.run_ids])

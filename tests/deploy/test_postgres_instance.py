@@ -8,7 +8,11 @@ the way the webserver and daemon of a team deployment would.
 from __future__ import annotations
 
 import shutil
+import subprocess
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import dagster as dg
 import polars as pl
@@ -18,7 +22,7 @@ from dagster_project.cli import selection_for
 from dagster_project.definitions import build_definitions
 from dagster_project.refresh import DEFAULT_TARGET, observe_catalogue, refresh, requested_now
 from tests.e2e.helpers import copy_catalogue, pipeline_env, require_service, unavailable
-from tests.e2e.ui_server import REPO_ROOT
+from tests.e2e.ui_server import BIN, REPO_ROOT, stop_process
 
 pytestmark = pytest.mark.slow
 
@@ -60,9 +64,19 @@ def test_materializations_and_staleness_live_in_postgres(tmp_path, demo_catalogu
         mp.setenv("DAGSTER_EXECUTOR", "in_process")  # what is under test is the storage
         defs = build_definitions()
         graph = defs.resolve_asset_graph()
-        with dg.DagsterInstance.from_config(str(home)) as writer:
+        # The team profile queues submitted runs; its daemon drains the queue.
+        with (
+            dg.DagsterInstance.from_config(str(home)) as writer,
+            running_daemon(tmp_path / "daemon.log"),
+        ):
             assert type(writer.run_storage).__name__ == "PostgresRunStorage"
             assert refresh(writer, DEFAULT_TARGET, SELECTION).success
+            runs = writer.get_runs()
+            assert runs and all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs)
+            assert any(
+                e.dagster_event_type == dg.DagsterEventType.RUN_ENQUEUED
+                for e in (writer.all_logs(runs[-1].run_id))
+            )
 
         with dg.DagsterInstance.from_config(str(home)) as reader:
             assert type(reader.event_log_storage).__name__ == "PostgresEventLogStorage"
@@ -80,6 +94,22 @@ def test_materializations_and_staleness_live_in_postgres(tmp_path, demo_catalogu
             ]
     assert count_rows(database, "ASSET_MATERIALIZATION") >= len(SELECTION.resolve(graph))
     assert count_rows(database, "ASSET_OBSERVATION") == 2  # initial version, then the edit
+
+
+@contextmanager
+def running_daemon(log_path: Path) -> Iterator[None]:
+    """`dagster-daemon run` on the test's instance, serving the code location `make ui` does."""
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [str(BIN / "dagster-daemon"), "run", "-m", "dagster_project.definitions"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        yield
+    finally:
+        stop_process(process)
 
 
 def count_rows(url: str, event_type: str) -> int:

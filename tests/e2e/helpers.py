@@ -12,7 +12,7 @@ import pytest
 # `.ci/run` sets this: there every service and the browser are installed, so a skip would hide
 # a broken deployment path instead of reporting a machine that lacks it.
 REQUIRE_SERVICES = os.environ.get("CI_REQUIRE_SERVICES") == "1"
-TELEMETRY_OFF = "telemetry:\n  enabled: false\n"
+LOCAL_PROFILE = Path(__file__).resolve().parents[2] / "deploy" / "dagster.local.yaml"
 # The Parquet tables of the ingest, images and curation groups: what a curation run leaves.
 CURATION_TABLES = (
     "raw_catalogue",
@@ -54,9 +54,10 @@ def free_port() -> int:
 
 
 def write_dagster_home(home: Path, extra_yaml: str = "") -> Path:
-    """A Dagster instance directory whose dagster.yaml turns telemetry off (no network)."""
+    """A Dagster instance directory with the local profile `make instance` installs (runs start
+    without a daemon; telemetry off, no network)."""
     home.mkdir(parents=True, exist_ok=True)
-    (home / "dagster.yaml").write_text(TELEMETRY_OFF + extra_yaml)
+    (home / "dagster.yaml").write_text(LOCAL_PROFILE.read_text() + extra_yaml)
     return home
 
 

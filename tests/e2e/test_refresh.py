@@ -23,12 +23,12 @@ from dagster_project.refresh import (
     RefreshResult,
     Target,
     evaluate,
-    execute,
     load_cursor,
     observe_catalogue,
     refresh,
     requested_now,
     save_cursor,
+    submit,
 )
 from tests.e2e.helpers import copy_catalogue, pipeline_env, write_dagster_home
 
@@ -273,7 +273,7 @@ def test_automation_sensor_requests_exactly_what_a_changed_catalogue_changes(
     requested, cursor = evaluate(ws.instance, ws.defs, SELECTION, cursor)
     save_cursor(ws.instance, cursor)  # the daemon keeps its cursor after every tick
     assert requested == [dg.AssetKey("raw_catalogue")]
-    assert execute(ws.instance, DEFAULT_TARGET, requested).success
+    assert submit(ws.instance, DEFAULT_TARGET, requested).is_success
     requested, cursor = evaluate(ws.instance, ws.defs, SELECTION, cursor)
     save_cursor(ws.instance, cursor)
     assert {k.to_user_string() for k in requested} == {"validated_products", "rejected_rows"}
@@ -304,7 +304,7 @@ def test_every_multi_asset_output_is_selectable_alone(ws: Workspace) -> None:
         assert job.get_subset(asset_selection={key}).asset_layer.selected_asset_keys == {key}
     n_before = n_runs(ws)
     for name in ("validated_products", "rejected_rows", "curated_products"):
-        assert execute(ws.instance, DEFAULT_TARGET, [dg.AssetKey(name)]).success, name
+        assert submit(ws.instance, DEFAULT_TARGET, [dg.AssetKey(name)]).is_success, name
     cli = subprocess.run(
         [str(Path(sys.executable).parent / "dagster"), "asset", "materialize"]
         + ["-m", "dagster_project.definitions", "--select", "curation_ledger"],
