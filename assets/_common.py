@@ -11,6 +11,7 @@ import polars as pl
 
 from curation.catalogue import frame_fingerprint
 from schemas.markdown import markdown_table
+from schemas.progress import Progress, progress_lines
 
 PREVIEW_ROWS = 10
 
@@ -22,6 +23,11 @@ def frame_markdown(frame: pl.DataFrame, max_rows: int = PREVIEW_ROWS, max_chars:
     table = markdown_table(frame.columns, frame.head(max_rows).rows(), max_chars=max_chars)
     more = f"\n\n_{frame.height - max_rows} more rows_" if frame.height > max_rows else ""
     return table + more
+
+
+def log_progress(context: dg.AssetExecutionContext, label: str, unit: str = "images") -> Progress:
+    """Progress lines of a long step, in the run log (and so on the terminal that runs it)."""
+    return progress_lines(label, context.log.info, unit)
 
 
 def table_output(

@@ -3,7 +3,13 @@
 import dagster as dg
 import polars as pl
 
-from assets._common import counts_markdown, frame_markdown, no_rows_check, table_output
+from assets._common import (
+    counts_markdown,
+    frame_markdown,
+    log_progress,
+    no_rows_check,
+    table_output,
+)
 from assets.images import previous_table
 from assets.resources import PipelineSettings
 from assets.values_io import VALUES_IO_MANAGER_KEY
@@ -90,7 +96,10 @@ def split_proportions_within_tolerance(
 
 @dg.asset(group_name=GROUP, code_version="1", kinds={"polars"})
 def synthetic_variants(
-    config: VariantConfig, pipeline: PipelineSettings, dataset_splits: pl.DataFrame
+    context: dg.AssetExecutionContext,
+    config: VariantConfig,
+    pipeline: PipelineSettings,
+    dataset_splits: pl.DataFrame,
 ) -> dg.Output:
     """Extra train-only samples (image augmentations, prompt paraphrases, rare-class top-up)."""
     variants = make_synthetic_variants(
@@ -101,6 +110,7 @@ def synthetic_variants(
         prompt_variants_per_row=config.prompt_variants_per_row,
         min_rows_per_category=config.min_rows_per_category,
         previous=previous_table(pipeline, "synthetic_variants"),
+        progress=log_progress(context, "variants", unit="train rows"),
     )
     kinds = variant_kind_counts(variants)
     return table_output(variants, variant_kinds=dg.MetadataValue.md(counts_markdown(kinds, "kind")))

@@ -6,7 +6,7 @@ import dagster as dg
 import fsspec
 import polars as pl
 
-from assets._common import counts_markdown, table_output
+from assets._common import counts_markdown, log_progress, table_output
 from assets.resources import DownloadSettings, PipelineSettings
 from curation.dedupe import duplicate_clusters as cluster_duplicates
 from curation.download import DownloadPolicy, fetch_images
@@ -72,8 +72,11 @@ def product_images(
         policy=download_policy(pipeline, downloads),
         workers=downloads.workers,
         previous=previous,
+        progress=log_progress(context, "download"),
     )
-    fetched = attach_normalised(fetched, pipeline.data_dir, previous=previous)
+    fetched = attach_normalised(
+        fetched, pipeline.data_dir, previous=previous, progress=log_progress(context, "normalise")
+    )
     frame = (
         validated_products.select("row_id", pl.col("imageurl").alias("url"))
         .join(fetched, on="url", how="left")
@@ -93,11 +96,15 @@ def product_images(
 
 
 @dg.asset(group_name=GROUP, code_version="1", kinds={"polars"})
-def image_hashes(pipeline: PipelineSettings, product_images: pl.DataFrame) -> dg.Output:
+def image_hashes(
+    context: dg.AssetExecutionContext, pipeline: PipelineSettings, product_images: pl.DataFrame
+) -> dg.Output:
     """phash + dhash per distinct stored image, computed once and reused across runs."""
     stored = product_images.filter(pl.col("status") == IMAGE_STATUS_OK).select("sha256", "path")
     previous = previous_table(pipeline, "image_hashes")
-    hashes = compute_image_hashes(stored, previous=previous)
+    hashes = compute_image_hashes(
+        stored, previous=previous, progress=log_progress(context, "hashing")
+    )
     reused = 0 if previous is None else hashes.join(previous, on="sha256", how="semi").height
     return table_output(hashes, reused=reused, computed=hashes.height - reused)
 
@@ -114,7 +121,10 @@ class ImageQualityConfig(dg.Config):
 
 @dg.asset(group_name=GROUP, code_version="1", kinds={"polars"})
 def image_quality(
-    config: ImageQualityConfig, pipeline: PipelineSettings, product_images: pl.DataFrame
+    context: dg.AssetExecutionContext,
+    config: ImageQualityConfig,
+    pipeline: PipelineSettings,
+    product_images: pl.DataFrame,
 ) -> dg.Output:
     """Quality measurements and flags per distinct stored image (its normalised picture),
     measured once and reused across runs; flags follow today's thresholds."""
@@ -125,7 +135,9 @@ def image_quality(
         min_short_side=config.min_short_side,
         max_aspect_ratio=config.max_aspect_ratio,
     )
-    quality = compute_image_quality(stored, previous=previous, thresholds=thresholds)
+    quality = compute_image_quality(
+        stored, previous, thresholds, progress=log_progress(context, "image quality")
+    )
     counts = flag_counts(quality["quality_flags"].to_list())
     return table_output(
         quality,

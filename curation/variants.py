@@ -20,6 +20,7 @@ from PIL import Image, ImageEnhance
 
 from curation.images.decode import encode_jpeg, load_normalised
 from curation.images.store import exists, sha256_hex, store_image_bytes
+from schemas.progress import Progress
 from schemas.prompt import DEFAULT_QUESTION
 from schemas.tables import LABEL_COLUMNS, SYNTHETIC_VARIANTS_SCHEMA, empty_frame
 
@@ -221,6 +222,7 @@ def make_synthetic_variants(
     min_rows_per_category: int = 0,
     previous: pl.DataFrame | None = None,
     max_workers: int = 4,
+    progress: Progress | None = None,
 ) -> pl.DataFrame:
     """Train-only variants (SYNTHETIC_VARIANTS_SCHEMA), ordered by parent then slot.
 
@@ -238,7 +240,11 @@ def make_synthetic_variants(
     reuse = _reusable(previous)
     with ThreadPoolExecutor(max_workers=max(1, max_workers)) as pool:
         results = pool.map(lambda jobs: _run_parent(jobs, store_root, seed, reuse), per_parent)
-        records = [r for batch in results for r in batch]
+        records: list[dict] = []
+        for parents_done, batch in enumerate(results, start=1):
+            records.extend(batch)
+            if progress is not None:
+                progress(parents_done, len(per_parent))
     if not records:
         return empty_frame(SYNTHETIC_VARIANTS_SCHEMA)
     return pl.DataFrame(records, schema=SYNTHETIC_VARIANTS_SCHEMA)

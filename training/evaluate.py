@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from schemas.atomic import write_text_atomic
+from schemas.progress import Progress, progress_lines
 from schemas.prompt import ParsedAnswer, parse_answer
 from training.artefacts import load_model_for_eval
 from training.config import EvalConfig
@@ -26,6 +27,7 @@ from training.data import load_splits
 from training.eval_page import flat_metrics, headline_table, render_page
 from training.generate import generate_answers
 from training.pipes import dagster_pipes_session, report_materialization
+from training.run import emit
 from training.storage import fetch, join
 
 METRIC_KEYS: tuple[str, ...] = (
@@ -129,6 +131,11 @@ def original_train_truths(train: Any) -> list[Truth]:
     return [truth_of(r) for r in train.select_columns(columns) if not r.get("is_synthetic")]
 
 
+def progress_events(label: str) -> Progress:
+    """Generation progress as `progress` events (run log under Pipes, stdout standalone)."""
+    return progress_lines(label, lambda line: emit("progress", message=line), unit="rows")
+
+
 def evaluate(config: EvalConfig) -> dict[str, Any]:
     model_dir = fetch(config.model_dir)  # a local copy when the model is on an object store
     out_dir = config.output_dir or config.model_dir
@@ -141,10 +148,16 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
     truths = [truth_of(r) for r in rows]
     model, processor, preset = load_model_for_eval(model_dir, with_adapter=True)
     gen = {"batch_size": config.batch_size, "max_new_tokens": config.max_new_tokens}
-    predictions = {"tuned": generate_answers(model, processor, preset, rows, **gen)}
+    predictions = {
+        "tuned": generate_answers(
+            model, processor, preset, rows, **gen, progress=progress_events("eval tuned")
+        )
+    }
     if config.include_base:
         with model.disable_adapter():  # same weights minus LoRA and modules_to_save
-            predictions["base"] = generate_answers(model, processor, preset, rows, **gen)
+            predictions["base"] = generate_answers(
+                model, processor, preset, rows, **gen, progress=progress_events("eval base")
+            )
     train_truths = original_train_truths(dataset["train"])
     result: dict[str, Any] = {"n_test": len(rows)}
     for name in ("tuned", "base"):

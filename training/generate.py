@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from schemas.progress import Progress
 from training.data import question_and_answer
 from training.preset_base import ModelPreset
 
@@ -19,6 +20,7 @@ def generate_answers(
     rows: Sequence[dict[str, Any]],
     batch_size: int = 32,
     max_new_tokens: int = 48,
+    progress: Progress | None = None,
 ) -> list[str]:
     """Batched greedy decoding, left-padded so every row's answer starts at the same column."""
     device = next(model.parameters()).device
@@ -42,4 +44,6 @@ def generate_answers(
             t.strip()
             for t in processor.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
         )
+        if progress is not None:
+            progress(len(answers), len(rows))
     return answers

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from schemas.atomic import replace_directory
+from schemas.progress import ProgressGate
 from training.artefacts import ADAPTER_DIR, CHECKPOINT_DIR
 from training.checkpoint import TrainState, save_checkpoint
 from training.collate import IGNORE_INDEX, VLMCollator
@@ -52,23 +53,6 @@ class TrainResult:
     final_val_loss: float | None
     resumed_from_step: int | None
     metrics: dict[str, Any] = field(default_factory=dict)
-
-
-class ProgressGate:
-    """Lets a progress line through about every 10 % of the steps or every 10 s, whichever
-    comes first, so a long run reports at a rate a person can read."""
-
-    def __init__(self, total: int, every_fraction: float = 0.1, every_s: float = 10.0):
-        self.every_steps = max(1, int(total * every_fraction))
-        self.every_s = every_s
-        self.last_t = time.monotonic()
-
-    def due(self, step: int, last: bool = False) -> bool:
-        now = time.monotonic()
-        if last or step % self.every_steps == 0 or now - self.last_t >= self.every_s:
-            self.last_t = now
-            return True
-        return False
 
 
 def make_loader(view: Any, collator: VLMCollator, batches: Any, workers: int) -> Any:

@@ -29,6 +29,7 @@ from curation.download.transport import Deadline, fetch_once
 from curation.download.url_index import UrlIndexWriter, recorded_rows
 from curation.images import store as image_store
 from curation.images.sniff import FORMAT_EXTENSIONS, BadImageError, inspect_image_bytes
+from schemas.progress import Progress
 from schemas.tables import (
     IMAGE_FETCH_SCHEMA,
     IMAGE_STATUS_BAD_IMAGE,
@@ -226,10 +227,18 @@ def _fetch_scheduled(
     policy: DownloadPolicy,
     pool: ThreadPoolExecutor,
     workers: int,
+    progress: Progress | None = None,
 ) -> dict[str | None, dict[str, Any]]:
     """Fetch `urls` through the scheduler, sharing keep-alive connections and recording each
     success in the URL index, one durable write per `policy.index_batch_size` successes."""
     index = UrlIndexWriter(store_root, policy.index_batch_size, policy.index_flush_s)
+    finished = itertools.count(1)
+
+    def on_row(row: dict[str, Any]) -> None:
+        index.add(row)
+        if progress is not None:
+            progress(next(finished), len(urls))
+
     # Room for several hosts' connections to idle side by side between URLs, while open
     # sockets stay bounded: one in flight per worker plus the idle cap.
     with ConnectionPools(max_idle=max(16, 2 * workers)) as connections:
@@ -237,7 +246,7 @@ def _fetch_scheduled(
             _attempt, store_root=store_root, policy=policy, pools=connections
         )
         try:
-            rows = _run_jobs(urls, pool, workers, attempt, index.add)
+            rows = _run_jobs(urls, pool, workers, attempt, on_row)
         except BaseException:
             # What finished stays recorded even when storage fails the batch.
             with contextlib.suppress(Exception):
@@ -297,6 +306,7 @@ def fetch_images(
     policy: DownloadPolicy = DEFAULT_POLICY,
     workers: int = 64,
     previous: pl.DataFrame | None = None,
+    progress: Progress | None = None,
 ) -> tuple[pl.DataFrame, FetchStats]:
     """Fetch every distinct URL once (order of first appearance), reusing earlier successes.
 
@@ -317,7 +327,7 @@ def fetch_images(
         checked = pool.map(lambda row: _still_stored(row, store_root), recorded.values())
         reused.update((row["url"], row) for row in checked if row is not None)
         todo = [url for url in distinct if url not in reused]
-        rows.update(_fetch_scheduled(todo, store_root, policy, pool, max(1, workers)))
+        rows.update(_fetch_scheduled(todo, store_root, policy, pool, max(1, workers), progress))
     rows.update(reused)
     ordered = [rows[url] for url in distinct]
     frame = (

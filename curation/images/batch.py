@@ -11,6 +11,8 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
+from schemas.progress import Progress
+
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -23,13 +25,26 @@ MIN_IMAGES_FOR_THREADS = 16
 MAX_CHUNK_SIZE = 64
 
 
-def map_images(fn: Callable[[T], R], items: Sequence[T], workers: int | None = None) -> list[R]:
-    """[fn(item) for item in items], in order, on up to `workers` threads (default: cores)."""
+def map_images(
+    fn: Callable[[T], R],
+    items: Sequence[T],
+    workers: int | None = None,
+    progress: Progress | None = None,
+) -> list[R]:
+    """[fn(item) for item in items], in order, on up to `workers` threads (default: cores);
+    `progress` hears (done, total) as results come in, on the calling thread."""
     n_workers = max(1, workers if workers is not None else (os.cpu_count() or 1))
+    report = progress or (lambda done, total: None)
+    results: list[R] = []
     if n_workers == 1 or len(items) < MIN_IMAGES_FOR_THREADS:
-        return [fn(item) for item in items]
+        for item in items:
+            results.append(fn(item))
+            report(len(results), len(items))
+        return results
     size = max(1, min(MAX_CHUNK_SIZE, -(-len(items) // (n_workers * 4))))
     chunks = [items[i : i + size] for i in range(0, len(items), size)]
     with ThreadPoolExecutor(max_workers=n_workers, thread_name_prefix="images") as pool:
-        done = pool.map(lambda chunk: [fn(item) for item in chunk], chunks)
-        return [result for chunk in done for result in chunk]
+        for chunk in pool.map(lambda chunk: [fn(item) for item in chunk], chunks):
+            results.extend(chunk)
+            report(len(results), len(items))
+    return results

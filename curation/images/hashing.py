@@ -18,6 +18,7 @@ from PIL import Image
 
 from curation.images.batch import map_images
 from curation.images.decode import UnreadableImage, load_normalised, normalise, open_image
+from schemas.progress import Progress
 from schemas.tables import IMAGE_HASHES_SCHEMA, empty_frame
 
 logger = logging.getLogger(__name__)
@@ -68,6 +69,7 @@ def compute_image_hashes(
     images: pl.DataFrame,
     previous: pl.DataFrame | None = None,
     workers: int | None = None,
+    progress: Progress | None = None,
 ) -> pl.DataFrame:
     """One row per distinct non-null sha256 of `images` (columns sha256, path), sorted by sha256.
 
@@ -90,7 +92,7 @@ def compute_image_hashes(
             .unique(subset="sha256", keep="first")
         )
         todo = todo.join(cached.select("sha256"), on="sha256", how="anti")
-    pairs = map_images(lambda path: hash_image(path), todo["path"].to_list(), workers)
+    pairs = map_images(hash_image, todo["path"].to_list(), workers, progress)
     fresh = pl.DataFrame(
         {
             "sha256": todo["sha256"],

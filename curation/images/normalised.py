@@ -17,6 +17,7 @@ import polars as pl
 from curation.images import store
 from curation.images.batch import map_images
 from curation.images.decode import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, normalised_bytes
+from schemas.progress import Progress
 from schemas.tables import IMAGE_STATUS_BAD_IMAGE, IMAGE_STATUS_OK
 
 logger = logging.getLogger(__name__)
@@ -60,6 +61,7 @@ def attach_normalised(
     store_root: str,
     previous: pl.DataFrame | None = None,
     workers: int | None = None,
+    progress: Progress | None = None,
 ) -> pl.DataFrame:
     """`images` (product_images columns) with normalised_sha256 / normalised_path filled in.
 
@@ -82,7 +84,7 @@ def attach_normalised(
             return hit[0], hit[1], None
         return normalise_stored(path, sha, store_root)
 
-    found = map_images(one, todo, workers)
+    found = map_images(one, todo, workers, progress)
     table = pl.DataFrame(
         {
             "sha256": [sha for sha, _ in todo],

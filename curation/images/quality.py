@@ -35,6 +35,7 @@ from PIL import Image
 
 from curation.images.batch import map_images
 from curation.images.decode import UnreadableImage, normalise, read_image, upright_size
+from schemas.progress import Progress
 from schemas.tables import IMAGE_QUALITY_SCHEMA, QUALITY_FLAGS, empty_frame
 
 logger = logging.getLogger(__name__)
@@ -175,6 +176,7 @@ def compute_image_quality(
     previous: pl.DataFrame | None = None,
     thresholds: QualityThresholds = DEFAULT_THRESHOLDS,
     workers: int | None = None,
+    progress: Progress | None = None,
 ) -> pl.DataFrame:
     """IMAGE_QUALITY_SCHEMA: one row per distinct sha256 of `images` (sha256, path), sorted.
 
@@ -197,7 +199,7 @@ def compute_image_quality(
             .unique(subset="sha256", keep="first")
         )
         todo = todo.join(cached.select("sha256"), on="sha256", how="anti")
-    found = map_images(lambda path: measure_image(path), todo["path"].to_list(), workers)
+    found = map_images(measure_image, todo["path"].to_list(), workers, progress)
     fresh = pl.DataFrame(
         [{"sha256": sha, **(m or {})} for sha, m in zip(todo["sha256"], found, strict=True)],
         schema=measure_schema,
