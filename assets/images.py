@@ -13,6 +13,7 @@ from curation.download import DownloadPolicy, fetch_images
 from curation.images.hashing import compute_image_hashes
 from curation.images.normalised import attach_normalised
 from curation.images.quality import DEFAULT_THRESHOLDS, compute_image_quality, flag_counts
+from curation.images.sniff import DEFAULT_ALLOWED_FORMATS
 from schemas.tables import IMAGE_STATUS_OK, PRODUCT_IMAGES_SCHEMA
 
 GROUP = "images"
@@ -39,7 +40,6 @@ POLICY_KNOBS = (
     "max_attempts",
     "max_bytes",
     "max_pixels",
-    "allow_private_hosts",
 )
 
 
@@ -52,7 +52,10 @@ def download_policy(settings: PipelineSettings, downloads: DownloadSettings) -> 
     formats = {f.strip().lower() for f in downloads.allowed_formats.split(",") if f.strip()}
     knobs = {name: getattr(downloads, name) for name in POLICY_KNOBS}
     return DownloadPolicy(
-        allowed_schemes=frozenset(schemes), allowed_formats=frozenset(formats), **knobs
+        allowed_schemes=frozenset(schemes),
+        allowed_formats=frozenset(formats) or DEFAULT_ALLOWED_FORMATS,
+        allow_private_hosts=downloads.private_hosts_allowed,
+        **knobs,
     )
 
 

@@ -18,6 +18,7 @@ from dagster_polars import PolarsParquetIOManager
 from upath import UPath
 
 from curation.download import DEFAULT_POLICY
+from curation.images.sniff import DEFAULT_ALLOWED_FORMATS
 from demo import build_demo_catalogue
 from schemas.atomic import atomic_path
 
@@ -36,6 +37,8 @@ ENV_DEFAULTS = {
     "WANDB_MODE": "offline",
     "PIPELINE_DOWNLOAD_WORKERS": "64",
     "PIPELINE_EXTRA_URL_SCHEMES": "",
+    "PIPELINE_ALLOW_PRIVATE_HOSTS": "0",
+    "PIPELINE_IMAGE_FORMATS": ",".join(sorted(DEFAULT_ALLOWED_FORMATS)),
 }
 
 
@@ -82,13 +85,19 @@ class DownloadSettings(dg.ConfigurableResource):
     max_attempts: int = DEFAULT_POLICY.max_attempts
     max_bytes: int = DEFAULT_POLICY.max_bytes
     max_pixels: int = DEFAULT_POLICY.max_pixels
-    # PIPELINE_ALLOW_PRIVATE_HOSTS=1 lets URLs reach loopback/private hosts (intranet, tests).
-    allow_private_hosts: bool = False
+    # PIPELINE_ALLOW_PRIVATE_HOSTS=1 lets URLs reach loopback/private hosts (intranet, tests);
+    # text, so that it too is read through dg.EnvVar when a run starts.
+    allow_private_hosts: str = "0"
     # Extra schemes beyond http/https; local files are allowed for a local or demo catalogue.
     extra_schemes: str = ""
     # PIPELINE_IMAGE_FORMATS: image formats accepted, comma-separated (curation.images.sniff);
     # TIFF and BMP are off by default, a row serving one becomes `format: TIFF not allowed`.
-    allowed_formats: str = "jpeg,mpo,png,webp,gif,avif"
+    # Empty means the default list.
+    allowed_formats: str = ENV_DEFAULTS["PIPELINE_IMAGE_FORMATS"]
+
+    @property
+    def private_hosts_allowed(self) -> bool:
+        return self.allow_private_hosts.strip().lower() in {"1", "true", "yes"}
 
 
 def fill_env_defaults() -> None:
@@ -113,11 +122,9 @@ def download_settings_from_env() -> DownloadSettings:
     fill_env_defaults()
     return DownloadSettings(
         workers=dg.EnvVar.int("PIPELINE_DOWNLOAD_WORKERS"),
-        # A boolean has no EnvVar form: read when the Definitions load.
-        allow_private_hosts=os.environ.get("PIPELINE_ALLOW_PRIVATE_HOSTS", "0") == "1",
+        allow_private_hosts=dg.EnvVar("PIPELINE_ALLOW_PRIVATE_HOSTS"),
         extra_schemes=dg.EnvVar("PIPELINE_EXTRA_URL_SCHEMES"),
-        # An empty value means the default list, which EnvVar cannot express.
-        allowed_formats=os.environ.get("PIPELINE_IMAGE_FORMATS") or "jpeg,mpo,png,webp,gif,avif",
+        allowed_formats=dg.EnvVar("PIPELINE_IMAGE_FORMATS"),
     )
 
 

@@ -43,7 +43,7 @@ def materialize(catalogue: str, data_dir: str) -> None:
         assets=[*dg.load_assets_from_modules([ingest]), images.product_images],
         resources={
             "pipeline": PipelineSettings(data_dir=data_dir, catalogue_uri=catalogue),
-            "downloads": DownloadSettings(workers=4, allow_private_hosts=True, deadline_s=20.0),
+            "downloads": DownloadSettings(workers=4, allow_private_hosts="1", deadline_s=20.0),
             "io_manager": parquet_io_manager(data_dir),
         },
     )
