@@ -9,6 +9,7 @@ import polars as pl
 from assets._common import counts_markdown, log_progress, table_output
 from assets.resources import DownloadSettings, PipelineSettings
 from curation.dedupe import duplicate_clusters as cluster_duplicates
+from curation.dedupe_confirm import DEFAULT_RULE
 from curation.download import DownloadPolicy, fetch_images
 from curation.images.hashing import compute_image_hashes
 from curation.images.normalised import attach_normalised
@@ -98,11 +99,12 @@ def product_images(
     )
 
 
-@dg.asset(group_name=GROUP, code_version="1", kinds={"polars"})
+@dg.asset(group_name=GROUP, code_version="2", kinds={"polars"})
 def image_hashes(
     context: dg.AssetExecutionContext, pipeline: PipelineSettings, product_images: pl.DataFrame
 ) -> dg.Output:
-    """phash + dhash per distinct stored image, computed once and reused across runs."""
+    """phash + dhash of the whole picture, its content box and its centre, and each view's
+    colour signature, per distinct stored image; computed once and reused across runs."""
     stored = product_images.filter(pl.col("status") == IMAGE_STATUS_OK).select("sha256", "path")
     previous = previous_table(pipeline, "image_hashes")
     hashes = compute_image_hashes(
@@ -150,9 +152,21 @@ def image_quality(
     )
 
 
-@dg.asset(group_name=GROUP, code_version="1", kinds={"polars"})
+class DedupeConfig(dg.Config):
+    """What counts as one product photo (the limits are the labelled set's,
+    curation.dedupe_confirm.DEFAULT_RULE)."""
+
+    # Colourways of one design (the same shot in another colour) are other products and stay
+    # apart; on, the colour look is skipped and they join one cluster (one row per design).
+    merge_colour_variants: bool = False
+
+
+@dg.asset(group_name=GROUP, code_version="2", kinds={"polars"})
 def duplicate_clusters(
-    validated_products: pl.DataFrame, product_images: pl.DataFrame, image_hashes: pl.DataFrame
+    config: DedupeConfig,
+    validated_products: pl.DataFrame,
+    product_images: pl.DataFrame,
+    image_hashes: pl.DataFrame,
 ) -> dg.Output:
     """Exact and near-duplicate clusters per row, with placeholder and label-conflict flags."""
     images = (
@@ -165,7 +179,8 @@ def duplicate_clusters(
             on="row_id",
         )
     )
-    clusters = cluster_duplicates(images, image_hashes)
+    rule = replace(DEFAULT_RULE, merge_colour_variants=config.merge_colour_variants)
+    clusters = cluster_duplicates(images, image_hashes, rule=rule)
     multi = clusters.filter(pl.col("cluster_size") > 1)
     return table_output(
         clusters,
@@ -173,4 +188,5 @@ def duplicate_clusters(
         duplicate_rows=clusters.filter(~pl.col("is_canonical")).height,
         placeholder_rows=int(clusters["is_placeholder"].sum()),
         label_conflict_rows=int(clusters["label_conflict"].sum()),
+        merge_colour_variants=config.merge_colour_variants,
     )

@@ -22,6 +22,7 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
     "download": (["--serial-limit", "250"], ["--images", "60", "--serial-limit", "20"]),
     "hashing": ([], ["--images", "150", "--photos", "30", "--photo-size", "512"]),
     "near_duplicates": ([], ["--sizes", "20000", "--distances", "4", "--sample", "16"]),
+    "dedupe_rule": ([], ["--sizes", "20000"]),
     "validation": ([], ["--rows", "5000"]),
     # 90 s of training per configuration + answering the test split: ~4 min on 2 cores.
     "training": ([], ["--budget-s", "10", "--eval-samples", "16"]),

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from bench.common import Report, base_parser, publish, timed
-from curation.dedupe import near_duplicate_pairs, popcount64
+from curation.hamming import near_duplicate_pairs, popcount64
 
 
 def planted_hashes(
@@ -101,7 +101,8 @@ def run(args: argparse.Namespace) -> Report:
         "RECALL BELOW 1.0: " + repr(missed)
         if missed
         else "Recall of planted pairs is 1.0 in every configuration.",
-        "The pipeline clusters at phash distance 10 (curation.dedupe.DEFAULT_MAX_PHASH_DISTANCE).",
+        "The pipeline searches each view at phash distance 8-10 "
+        "(curation.dedupe_confirm.DEFAULT_RULE).",
     ]
     return Report("near_duplicates", "Near-duplicate search (3: 64-bit hashes)", rows, notes)
 

@@ -24,18 +24,21 @@ import numpy as np
 import polars as pl
 from PIL import Image
 
-from curation.dedupe import DEFAULT_MAX_DHASH_DISTANCE, DEFAULT_MAX_PHASH_DISTANCE
+from curation.dedupe_confirm import DEFAULT_RULE, confirmed_pairs
 from curation.images.decode import normalise, open_image
 from curation.images.hashing import hash_image_bytes
 from demo.images import draw_product, encode, near_duplicate, placeholder_image
 from demo.looks import COLOURS, ProductLook
 from demo.taxonomy import MATERIALS, MODEL_NAMES, NOUNS, STYLES, TAXONOMY, category_looks
 from schemas.atomic import atomic_path, write_bytes_atomic
-from schemas.tables import CATALOGUE_COLUMNS
+from schemas.tables import CATALOGUE_COLUMNS, IMAGE_HASHES_SCHEMA
 
-DEMO_VERSION = "demo-v7"  # bump when the generator changes, so cached copies are rebuilt
+DEMO_VERSION = "demo-v8"  # bump when the generator changes, so cached copies are rebuilt
 DEMO_ROWS = 3040
 DEMO_SEED = 20231117
+_HASH_VALUES_SCHEMA = {
+    k: v for k, v in IMAGE_HASHES_SCHEMA.items() if k not in ("sha256", "hash_version")
+}
 
 # How many rows carry each planted defect (disjoint row sets).
 INVALID_KINDS: dict[str, tuple[str, int]] = {  # kind -> (field the validator must name, count)
@@ -265,8 +268,8 @@ def _picture_bytes(row: DemoRow, cache: dict[tuple[int, int], bytes]) -> bytes:
 
 
 def _separate_lookalikes(rows: list[DemoRow], cache: dict[tuple[int, int], bytes]) -> None:
-    """Redraw products whose pictures hash within the dedupe thresholds (plus a margin) of
-    another product's picture or of its planted near-duplicate copy (a copy is a chain link:
+    """Redraw products whose pictures the dedupe rule (loosened by a margin) calls the same as
+    another product's picture or its planted near-duplicate copy (a copy is a chain link:
     source ~ copy ~ stranger would merge the stranger into the cluster), so the only
     duplicates in the demo are the planted ones the manifest lists."""
     undrawn = {"missing_image", "html_error_page", "placeholder"}
@@ -277,37 +280,25 @@ def _separate_lookalikes(rows: list[DemoRow], cache: dict[tuple[int, int], bytes
         and (row.source_of is None or row.defect.startswith("near_duplicate_"))
     ]
     family = np.array([id(row.source_of or row) for row in pictures])
+    rule = DEFAULT_RULE.loosened(bits=2, colour=0.1)
+    hashed: dict[tuple[int, int], dict] = {}  # a picture is hashed again only once redrawn
     # Redraw seeds come from their own stream: the catalogue rows stay the same either way.
     rng = random.Random(DEMO_VERSION)
     for _ in range(20):
-        pairs = [hash_image_bytes(_picture_bytes(row, cache)) for row in pictures]
-        phash = np.array([p for p, _ in pairs], dtype=np.uint64)
-        dhash = np.array([d for _, d in pairs], dtype=np.uint64)
-        close = _close_pairs(
-            phash, dhash, family, DEFAULT_MAX_PHASH_DISTANCE + 2, DEFAULT_MAX_DHASH_DISTANCE + 2
-        )
+        keys = [(id(row), (row.source_of or row).seed) for row in pictures]
+        for row, key in zip(pictures, keys, strict=True):
+            if key not in hashed:
+                hashed[key] = hash_image_bytes(_picture_bytes(row, cache))
+        frame = pl.DataFrame([hashed[key] for key in keys], schema=_HASH_VALUES_SCHEMA)
+        pairs = confirmed_pairs(frame, rule)
+        strangers = family[pairs[:, 0]] != family[pairs[:, 1]]
+        close = {int(j) for j in pairs[strangers, 1]}  # the later picture of each close pair
         if not close:
             return
         for index in close:
             source = pictures[index].source_of or pictures[index]
             source.seed = rng.getrandbits(32)
     raise RuntimeError("could not draw distinct demo pictures")
-
-
-def _close_pairs(
-    phash: np.ndarray, dhash: np.ndarray, family: np.ndarray, max_p: int, max_d: int
-) -> set[int]:
-    """Indexes (the later of each pair) of pictures too close to an earlier picture of another
-    family (a source and its copies are one family: they are meant to be close)."""
-    close: set[int] = set()
-    for start in range(0, phash.size, 512):  # blocks keep the distance matrix small
-        block = slice(start, start + 512)
-        p = np.bitwise_count(phash[block, None] ^ phash[None, :])
-        d = np.bitwise_count(dhash[block, None] ^ dhash[None, :])
-        strangers = family[block, None] != family[None, :]
-        rows, cols = np.nonzero((p <= max_p) & (d <= max_d) & strangers)
-        close.update(int(c) for r, c in zip(rows + start, cols, strict=True) if c > r)
-    return close
 
 
 def _image_bytes(row: DemoRow, cache: dict[tuple[int, int], bytes]) -> bytes | None:

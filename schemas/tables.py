@@ -118,8 +118,19 @@ PRODUCT_IMAGES_SCHEMA: dict[str, pl.DataType] = {
 
 IMAGE_HASHES_SCHEMA: dict[str, pl.DataType] = {
     "sha256": pl.String(),
-    "phash": pl.UInt64(),
+    "phash": pl.UInt64(),  # whole picture
     "dhash": pl.UInt64(),
+    # curation.images.views: the content box (uniform margins trimmed) and the centre view (null
+    # when flat); each view's colour signature is 32 bytes of CIELAB chroma on a 4x4 grid.
+    "box_phash": pl.UInt64(),
+    "box_dhash": pl.UInt64(),
+    "centre_phash": pl.UInt64(),
+    "centre_dhash": pl.UInt64(),
+    "colour": pl.Binary(),
+    "box_colour": pl.Binary(),
+    "centre_colour": pl.Binary(),
+    # curation.images.hashing.HASH_VERSION the row was computed with: others are recomputed.
+    "hash_version": pl.Int32(),
 }
 
 # Image-quality flags (curation.images.quality), in the order reasons list them.

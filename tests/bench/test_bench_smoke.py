@@ -10,7 +10,7 @@ import pytest
 from bench.common import Report, update_results
 from demo import DemoCatalogue
 
-MODULES = ("download", "hashing", "near_duplicates", "validation", "e2e")
+MODULES = ("download", "hashing", "near_duplicates", "dedupe_rule", "validation", "e2e")
 
 
 @pytest.mark.parametrize("name", [*MODULES, "__main__"])
@@ -45,6 +45,15 @@ def test_near_duplicates_toy_run(tmp_path: Path) -> None:
         near_duplicates.parse_args(["--sizes", "3000", "--distances", "4", "--sample", "8"])
     )
     assert all(row["recall of planted"] == 1.0 for row in report.rows)
+
+
+def test_dedupe_rule_toy_run() -> None:
+    from bench import dedupe_rule
+
+    report = dedupe_rule.run(dedupe_rule.parse_args(["--sizes", "5000"]))
+    today, ours = report.rows
+    assert today["recall of copies"] == ours["recall of copies"] == 1.0
+    assert ours["colourways merged"] == "0/5" and today["colourways merged"] == "5/5"
 
 
 def test_validation_toy_run(demo_catalogue: DemoCatalogue) -> None:

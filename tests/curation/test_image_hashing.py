@@ -46,6 +46,7 @@ def test_one_row_per_sha_matching_imagehash(tmp_path: Path) -> None:
     repeated = pl.concat([images, images.head(1), pl.DataFrame({"sha256": [None], "path": ["x"]})])
     out = compute_image_hashes(repeated.sample(fraction=1.0, shuffle=True, seed=0))
     assert out.schema == pl.Schema(IMAGE_HASHES_SCHEMA)
+    assert out["hash_version"].to_list() == [ih.HASH_VERSION] * 3
     assert out["sha256"].to_list() == ["sha000", "sha001", "sha002"]
     with Image.open(images["path"][1]) as img:
         assert out["phash"][1] == _as_int(imagehash.phash(img))
@@ -60,7 +61,8 @@ def test_previous_hashes_are_reused_without_decoding(
     # Sentinel values that no decode would produce prove the cached rows were carried over.
     previous = first.with_columns(phash=pl.lit(7, pl.UInt64), dhash=pl.lit(9, pl.UInt64)).head(2)
     calls: list[str] = []
-    monkeypatch.setattr(ih, "hash_image", lambda path: calls.append(path) or (1, 2))
+    fresh = {**ih.hash_image(images["path"][2]), "phash": 1, "dhash": 2}
+    monkeypatch.setattr(ih, "hash_image", lambda path: calls.append(path) or fresh)
     out = compute_image_hashes(images, previous=previous)
     assert calls == [images["path"][2]]
     assert out["phash"].to_list() == [7, 7, 1]
@@ -69,10 +71,10 @@ def test_previous_hashes_are_reused_without_decoding(
 
 def test_previous_rows_with_null_hashes_are_retried(tmp_path: Path) -> None:
     images = _write(tmp_path, 2)
-    previous = pl.DataFrame(
-        {"sha256": ["sha000", "sha001", "gone"], "phash": [None, 5, 6], "dhash": [None, 5, 6]},
-        schema=IMAGE_HASHES_SCHEMA,
+    previous = compute_image_hashes(images).with_columns(
+        phash=pl.Series([None, 5], dtype=pl.UInt64), dhash=pl.Series([None, 5], dtype=pl.UInt64)
     )
+    previous = pl.concat([previous, previous.tail(1).with_columns(sha256=pl.lit("gone"))])
     out = compute_image_hashes(images, previous=previous)
     assert out["sha256"].to_list() == ["sha000", "sha001"]  # only shas of this run
     assert out["phash"][0] is not None and out["phash"][1] == 5
@@ -112,7 +114,7 @@ def test_jpeg_draft_decode_stays_close_to_full_decode(tmp_path: Path) -> None:
     _picture(5, size=(1600, 1200)).save(path, quality=90)
     with Image.open(path) as img:
         full = _as_int(imagehash.phash(img.convert("L")))
-    drafted, _ = hash_image(str(path))
+    drafted = hash_image(str(path))["phash"]
     assert drafted is not None
     assert bin(drafted ^ full).count("1") <= 4
 
@@ -134,3 +136,40 @@ def test_transparent_pixels_are_flattened_onto_white(tmp_path: Path) -> None:
     rgba.save(tmp_path / "a.png")
     rgb.save(tmp_path / "b.png")
     assert hash_image(str(tmp_path / "a.png")) == hash_image(str(tmp_path / "b.png"))
+
+
+def test_rows_of_an_older_hash_version_are_recomputed(tmp_path: Path) -> None:
+    """A table written before the box/centre views and colour signatures existed (no
+    hash_version column), or by another version, must not be reused: its rows lack what dedupe
+    now compares."""
+    images = _write(tmp_path, 2)
+    current = compute_image_hashes(images)
+    old_shape = current.select("sha256", "phash", "dhash").with_columns(phash=pl.lit(7, pl.UInt64))
+    assert compute_image_hashes(images, previous=old_shape).equals(current)
+    other_version = current.with_columns(
+        phash=pl.lit(7, pl.UInt64), hash_version=pl.lit(ih.HASH_VERSION - 1, pl.Int32)
+    )
+    assert compute_image_hashes(images, previous=other_version).equals(current)
+    assert compute_image_hashes(images, previous=current.head(1)).equals(current)
+
+
+def test_views_see_past_padding_and_a_corner_badge(tmp_path: Path) -> None:
+    """The content box of a letterboxed copy is the original's; a corner badge leaves the
+    centre view alone."""
+    picture = _picture(3, size=(160, 120))
+    padded = Image.new("RGB", (160, 160), (255, 255, 255))
+    padded.paste(picture, (0, 20))
+    badged = picture.copy()
+    ImageDraw.Draw(badged).ellipse((0, 0, 28, 28), fill=(210, 30, 40))
+    paths = {}
+    for name, image in {"original": picture, "padded": padded, "badged": badged}.items():
+        paths[name] = str(tmp_path / f"{name}.png")
+        image.save(paths[name])
+    rows = {name: hash_image(path) for name, path in paths.items()}
+
+    def bits(a: str, b: str, column: str) -> int:
+        return bin(rows[a][column] ^ rows[b][column]).count("1")
+
+    assert bits("original", "padded", "box_phash") <= 4 < bits("original", "padded", "phash")
+    assert bits("original", "badged", "centre_phash") == 0
+    assert rows["original"]["centre_colour"] == rows["badged"]["centre_colour"]

@@ -1,0 +1,189 @@
+"""What a merchandiser looks at in a product photo: three views, each hashed and colour-signed.
+
+A whole-image hash misses the edits catalogues really make: letterboxing a photo to a square
+adds bars that move every DCT coefficient, and a sale badge in a corner flips many bits. Two
+more views see past them:
+
+- `box`: the content box, the picture after trimming uniform margins (letterbox bars, plain
+  studio backdrop) from each side, so padding and framing do not change what is hashed;
+- `centre`: the middle half of the frame in each direction, which a corner badge of up to a
+  quarter of the side does not touch.
+
+phash and dhash see luminance only, so a colourway (the same shot, hue shifted: another
+product) hashes alike. Each view therefore also carries a colour signature, which
+`curation.dedupe_confirm` compares to confirm a candidate pair: its mean CIELAB chroma and a
+hue histogram weighted by chroma. A histogram, not a colour thumbnail: averaging a striped or
+checked product into a few cells blends its two inks into one grey, and a colourway's blend
+looks the same; a histogram keeps both hues. What neither sees is texture finer than the
+working size (a check and a plain product of one colour and silhouette look alike at 128 px).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import imagehash
+import numpy as np
+from PIL import Image
+
+# Views are taken from the picture shrunk to at most this many pixels across: the box and centre
+# views are then still >= 32 px (phash's own resize) for a product filling a quarter of the
+# frame, and a JPEG decodes in draft mode at 1/2..1/8 scale.
+WORK_PX = 128
+
+# A line (row or column) is margin while this share of its pixels sit within MARGIN_TOLERANCE
+# (max channel difference, of 255) of the line's median colour: JPEG ringing near an edge and a
+# stray dust pixel do not stop the trim, a product's silhouette does.
+MARGIN_SHARE = 0.97
+MARGIN_TOLERANCE = 24
+# Trimming passes: bars, then the backdrop they framed; a third pass only ever trims noise.
+TRIM_PASSES = 3
+# A box narrower than this share of the frame is noise, not a product: the whole frame is used.
+MIN_BOX_SHARE = 0.08
+# The centre view spans the middle CENTRE_SPAN of the frame in each direction (0.25..0.75).
+CENTRE_SPAN = 0.5
+# A centre view this flat (luminance std, of 255; quality's low_information line is 3) has no
+# structure to hash: its bits would be JPEG noise, so it gets no hash and matches nothing.
+MIN_VIEW_STD = 3.0
+
+# The colour signature is taken at most this many pixels across, so copies at any size blend
+# textures alike; pixels below MIN_PIXEL_CHROMA (CIELAB, JPEG noise on grey is 1-3) carry no hue.
+COLOUR_PX = 128
+MIN_PIXEL_CHROMA = 4.0
+HUE_BINS = 12
+SIGNATURE_BYTES = 1 + HUE_BINS
+_RGB_TO_XYZ_OVER_WHITE = (
+    np.array([[0.4124, 0.2126, 0.0193], [0.3576, 0.7152, 0.1192], [0.1805, 0.0722, 0.9505]])
+    / np.array([0.95047, 1.0, 1.08883])
+).astype(np.float32)
+VIEWS: tuple[str, ...] = ("whole", "box", "centre")
+
+
+@dataclass(frozen=True)
+class ViewHashes:
+    """One view's phash and dhash (None: the view has no structure) and colour signature."""
+
+    phash: int | None
+    dhash: int | None
+    colour: bytes
+
+
+def to_uint64(h: imagehash.ImageHash) -> int:
+    """The 8x8 bit matrix as one 64-bit int, row-major, first bit most significant."""
+    return int.from_bytes(np.packbits(h.hash.flatten()).tobytes(), "big")
+
+
+def working_picture(rgb: Image.Image) -> Image.Image:
+    """The normalised picture at most 2 * WORK_PX across (left alone when already that small,
+    so a small file's whole-image hash is imagehash's own on the file)."""
+    if max(rgb.size) <= 2 * WORK_PX:
+        return rgb
+    out = rgb.copy()
+    out.thumbnail((WORK_PX, WORK_PX), Image.Resampling.BICUBIC, reducing_gap=2.0)
+    return out
+
+
+def _margin_lines(pixels: np.ndarray) -> np.ndarray:
+    """Per line (axis 0) of an (n, m, 3) array: whether it is a uniform margin line."""
+    median = np.median(pixels, axis=1, keepdims=True)
+    close = (np.abs(pixels.astype(np.int16) - median).max(axis=2)) <= MARGIN_TOLERANCE
+    return close.mean(axis=1) >= MARGIN_SHARE
+
+
+def _leading(flags: np.ndarray) -> int:
+    """How many leading entries are True."""
+    stop = np.flatnonzero(~flags)
+    return int(stop[0]) if stop.size else flags.size
+
+
+def _trim(pixels: np.ndarray) -> tuple[int, int, int, int]:
+    """(top, bottom, left, right) of `pixels` once leading and trailing margin lines go."""
+    rows, cols = _margin_lines(pixels), _margin_lines(pixels.transpose(1, 0, 2))
+    height, width = pixels.shape[:2]
+    top, left = _leading(rows), _leading(cols)
+    return (
+        top,
+        max(top, height - _leading(rows[::-1])),
+        left,
+        max(left, width - _leading(cols[::-1])),
+    )
+
+
+def content_box(rgb: Image.Image) -> tuple[int, int, int, int]:
+    """(left, top, right, bottom) after trimming uniform lines from each side.
+
+    Each line is judged against its own median colour, so white bars around a grey backdrop
+    trim, bars first, backdrop after. Trimming repeats on what is left: a row crossing white
+    bars and a backdrop is uniform only once the bars' columns are gone. A frame with nothing
+    but margin keeps its size.
+    """
+    pixels = np.asarray(rgb.convert("RGB"))
+    height, width = pixels.shape[:2]
+    top, bottom, left, right = 0, height, 0, width
+    for _ in range(TRIM_PASSES):
+        t, b, lo, r = _trim(pixels[top:bottom, left:right])
+        if (t, b, lo, r) == (0, bottom - top, 0, right - left):
+            break
+        top, bottom, left, right = top + t, top + b, left + lo, left + r
+        if right - left < MIN_BOX_SHARE * width or bottom - top < MIN_BOX_SHARE * height:
+            return 0, 0, width, height
+    return left, top, right, bottom
+
+
+def centre_box(size: tuple[int, int]) -> tuple[int, int, int, int]:
+    width, height = size
+    lo = (1.0 - CENTRE_SPAN) / 2
+    return (
+        int(round(width * lo)),
+        int(round(height * lo)),
+        int(round(width * (1 - lo))),
+        int(round(height * (1 - lo))),
+    )
+
+
+def _srgb_to_ab(rgb: np.ndarray) -> np.ndarray:
+    """CIELAB (a*, b*) of sRGB pixels (..., 3) in 0..255, D65 white."""
+    c = rgb.astype(np.float32) / 255.0
+    linear = np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+    xyz = linear @ _RGB_TO_XYZ_OVER_WHITE
+    f = np.where(xyz > 216 / 24389, np.cbrt(xyz), (24389 / 27 * xyz + 16) / 116)
+    return np.stack([500 * (f[..., 0] - f[..., 1]), 200 * (f[..., 1] - f[..., 2])], axis=-1)
+
+
+def colour_signature(view: Image.Image) -> bytes:
+    """The view's mean chroma (one byte) and its hue histogram weighted by chroma (HUE_BINS
+    bytes summing to ~255; each pixel split between its two nearest bins, so a small hue
+    change moves weight smoothly instead of flipping a bin)."""
+    thumb = view.convert("RGB")
+    thumb.thumbnail((COLOUR_PX, COLOUR_PX), Image.Resampling.BOX)
+    ab = _srgb_to_ab(np.asarray(thumb)).reshape(-1, 2)
+    chroma = np.hypot(ab[:, 0], ab[:, 1])
+    weight = np.where(chroma >= MIN_PIXEL_CHROMA, chroma, 0.0)
+    position = (np.arctan2(ab[:, 1], ab[:, 0]) % (2 * np.pi)) / (2 * np.pi) * HUE_BINS
+    lower = np.floor(position)
+    upper_share = position - lower
+    lower_bin = lower.astype(np.int64) % HUE_BINS
+    hist = np.bincount(lower_bin, weight * (1 - upper_share), HUE_BINS)
+    hist += np.bincount((lower_bin + 1) % HUE_BINS, weight * upper_share, HUE_BINS)
+    total = float(hist.sum())
+    hues = np.rint(hist / total * 255) if total > 0 else np.zeros(HUE_BINS)
+    mean_chroma = min(255, int(round(float(chroma.mean())))) if chroma.size else 0
+    return bytes([mean_chroma, *(int(v) for v in hues)])
+
+
+def _view_hashes(view: Image.Image, *, require_structure: bool) -> ViewHashes:
+    gray = view.convert("L")
+    colour = colour_signature(view)
+    if require_structure and float(np.asarray(gray).std()) < MIN_VIEW_STD:
+        return ViewHashes(None, None, colour)
+    return ViewHashes(to_uint64(imagehash.phash(gray)), to_uint64(imagehash.dhash(gray)), colour)
+
+
+def product_views(rgb: Image.Image) -> dict[str, ViewHashes]:
+    """The whole, box and centre views of a normalised RGB picture, hashed and colour-signed."""
+    work = working_picture(rgb)
+    return {
+        "whole": _view_hashes(work, require_structure=False),
+        "box": _view_hashes(work.crop(content_box(work)), require_structure=False),
+        "centre": _view_hashes(work.crop(centre_box(work.size)), require_structure=True),
+    }
