@@ -138,15 +138,16 @@ def confirmed_pairs(hashes: pl.DataFrame, rule: DedupeRule) -> np.ndarray:
 # - whole 10/12: chosen before the views existed (re-encodes, resizes and brightness stay within
 #   phash 4; crops reach 10-20; phash 12 lets same-layout look-alikes in). Kept, so today's
 #   matches stay matches.
-# - box 8/10: a content box moves by a pixel between copies, so its hashes are noisier (median
-#   2-4 bits, re-encodes up to 30 on a few pictures where the trim stops on a soft shadow); at
-#   10/12 same-colour strangers of like silhouette join (two pairs), at 6/8 two more letterboxed
-#   copies are missed (padding 52/54 instead of 53/54).
+# - box 8/10: a content box moves by a pixel between copies, so its hashes are noisier than the
+#   whole picture's (median 2-4 bits, a few re-encodes far more where the trim stops on a soft
+#   shadow). 6/8 misses letterboxed copies (padding 50/54); 10/12 scores like 8/10 here but let
+#   two same-colour strangers of like silhouette in while tuning, so 8/10 keeps that margin.
 # - centre 10/12: a badge leaves the centre within 4 bits; crops move it most (median 10).
 # - colour 0.25: same-photo pairs that match on a view's hashes differ by up to ~0.3 of hue
 #   weight on that view (JPEG chroma subsampling over fine stripes), colourways by 0.65 or more,
-#   and a tan and an olive product (30 degrees of hue apart) by 0.30: 0.25 keeps those apart,
-#   and another view still confirms the copies it rejects (recall stays >= 0.96 per edit).
+#   and a tan and an olive product (30 degrees of hue apart) by 0.30: 0.25 keeps those apart
+#   (0.35 merges them), and another view still confirms most copies it rejects (0.15 loses
+#   more: jpeg60, brighter and badge 53/54).
 DEFAULT_MAX_PHASH_DISTANCE = 10
 DEFAULT_MAX_DHASH_DISTANCE = 12
 DEFAULT_MAX_COLOUR_DISTANCE = 0.25

@@ -32,8 +32,8 @@ from PIL import Image
 WORK_PX = 128
 
 # A line (row or column) is margin while this share of its pixels sit within MARGIN_TOLERANCE
-# (max channel difference, of 255) of the line's median colour: JPEG ringing near an edge and a
-# stray dust pixel do not stop the trim, a product's silhouette does.
+# (luminance, of 255) of the line's mean: JPEG ringing near an edge and a stray dust pixel do
+# not stop the trim, a product's silhouette does.
 MARGIN_SHARE = 0.97
 MARGIN_TOLERANCE = 24
 # Trimming passes: bars, then the backdrop they framed; a third pass only ever trims noise.
@@ -48,7 +48,7 @@ MIN_VIEW_STD = 3.0
 
 # The colour signature is taken at most this many pixels across, so copies at any size blend
 # textures alike; pixels below MIN_PIXEL_CHROMA (CIELAB, JPEG noise on grey is 1-3) carry no hue.
-COLOUR_PX = 128
+COLOUR_PX = 64
 MIN_PIXEL_CHROMA = 4.0
 HUE_BINS = 12
 SIGNATURE_BYTES = 1 + HUE_BINS
@@ -84,10 +84,15 @@ def working_picture(rgb: Image.Image) -> Image.Image:
 
 
 def _margin_lines(pixels: np.ndarray) -> np.ndarray:
-    """Per line (axis 0) of an (n, m, 3) array: whether it is a uniform margin line."""
-    median = np.median(pixels, axis=1, keepdims=True)
-    close = (np.abs(pixels.astype(np.int16) - median).max(axis=2)) <= MARGIN_TOLERANCE
-    return close.mean(axis=1) >= MARGIN_SHARE
+    """Per line (axis 0) of an (n, m) int16 luminance array: whether it is a uniform margin.
+
+    Judged against the line's mean (a median costs ten times more): a margin line's few stray
+    pixels move its mean by a few levels, well inside the tolerance, while a line that crosses
+    the product has a mean between two tones that most of its pixels are far from.
+    """
+    mean = pixels.mean(axis=1, keepdims=True, dtype=np.float32).astype(np.int16)
+    close = np.abs(pixels - mean) <= MARGIN_TOLERANCE
+    return close.mean(axis=1, dtype=np.float32) >= MARGIN_SHARE
 
 
 def _leading(flags: np.ndarray) -> int:
@@ -97,8 +102,8 @@ def _leading(flags: np.ndarray) -> int:
 
 
 def _trim(pixels: np.ndarray) -> tuple[int, int, int, int]:
-    """(top, bottom, left, right) of `pixels` once leading and trailing margin lines go."""
-    rows, cols = _margin_lines(pixels), _margin_lines(pixels.transpose(1, 0, 2))
+    """(top, bottom, left, right) of an (n, m) array once leading and trailing margins go."""
+    rows, cols = _margin_lines(pixels), _margin_lines(pixels.T)
     height, width = pixels.shape[:2]
     top, left = _leading(rows), _leading(cols)
     return (
@@ -112,13 +117,14 @@ def _trim(pixels: np.ndarray) -> tuple[int, int, int, int]:
 def content_box(rgb: Image.Image) -> tuple[int, int, int, int]:
     """(left, top, right, bottom) after trimming uniform lines from each side.
 
-    Each line is judged against its own median colour, so white bars around a grey backdrop
-    trim, bars first, backdrop after. Trimming repeats on what is left: a row crossing white
-    bars and a backdrop is uniform only once the bars' columns are gone. A frame with nothing
-    but margin keeps its size.
+    Each line is judged against its own mean, so white bars around a grey backdrop trim, bars
+    first, backdrop after. Trimming repeats on what is left: a row crossing white bars and a
+    backdrop is uniform only once the bars' columns are gone. A frame with nothing but margin
+    keeps its size. Lines are judged on luminance: a third of the work of judging colour, and
+    letterbox bars and backdrops differ from a product in tone, not in hue alone.
     """
-    pixels = np.asarray(rgb.convert("RGB"))
-    height, width = pixels.shape[:2]
+    pixels = np.asarray(rgb.convert("L"), dtype=np.int16)
+    height, width = pixels.shape
     top, bottom, left, right = 0, height, 0, width
     for _ in range(TRIM_PASSES):
         t, b, lo, r = _trim(pixels[top:bottom, left:right])
