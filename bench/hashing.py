@@ -1,9 +1,10 @@
 """Hashing benchmark: our perceptual hashing vs a naive `imagehash.phash(Image.open(p))` loop.
 
 Both hash the same files of the demo catalogue (each file once: ours is keyed by path here,
-so content-addressed caching does not skip exact copies). Ours computes phash and dhash from a
-draft-mode (DCT-scaled, luma-only) decode on worker threads; the naive loop computes phash
-only, from a full decode, in one process.
+so content-addressed caching does not skip exact copies). Ours computes what dedupe compares
+(phash and dhash of the whole picture, its content box and its centre, and a colour signature
+of each) from a draft-mode (DCT-scaled) decode on worker threads; the naive loop computes one
+phash, from a full decode, in one process.
 """
 
 from __future__ import annotations

@@ -28,9 +28,9 @@ logger = logging.getLogger(__name__)
 # 2: the box and centre views and the colour signatures (curation.images.views).
 HASH_VERSION = 2
 
-# The views are taken at most WORK_PX across, so decoding a 2000x2000 JPEG in full is wasted
-# work: JPEG draft mode decodes it scaled down by up to 8x in the DCT domain, to the smallest
-# size still >= this.
+# A large picture's views are cut at WORK_PX across, so decoding a 2000x2000 JPEG in full is
+# wasted work: JPEG draft mode decodes it scaled down by up to 8x in the DCT domain, to the
+# smallest size still >= this.
 DRAFT_SIZE = (WORK_PX, WORK_PX)
 
 HashRow = dict[str, Any]  # IMAGE_HASHES_SCHEMA's columns but sha256 and hash_version

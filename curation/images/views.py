@@ -74,8 +74,9 @@ def to_uint64(h: imagehash.ImageHash) -> int:
 
 
 def working_picture(rgb: Image.Image) -> Image.Image:
-    """The normalised picture at most 2 * WORK_PX across (left alone when already that small,
-    so a small file's whole-image hash is imagehash's own on the file)."""
+    """The picture the views are cut from: a normalised picture up to 2 * WORK_PX across as it
+    is (so a small file's whole-picture hash is imagehash's own on the file), a larger one
+    shrunk to WORK_PX across."""
     if max(rgb.size) <= 2 * WORK_PX:
         return rgb
     out = rgb.copy()
