@@ -7,8 +7,11 @@ here shows up in `make ui` (run history, materializations, checks, automation ev
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import dagster as dg
 
@@ -24,6 +27,22 @@ from dagster_project.refresh import (
 )
 
 __all__ = ["RefreshResult", "Target", "main", "refresh", "selection_for"]
+
+
+DEPLOY_DIR = Path(__file__).resolve().parents[1] / "deploy"
+
+
+def ensure_instance_config() -> None:
+    """What `make instance` does, for a DAGSTER_HOME without a dagster.yaml: the local profile
+    (runs start at once), or the team one when DAGSTER_PG_URL is set. Dagster's own default
+    would queue every submitted run for a daemon that a terminal session does not run. An
+    existing file is the operator's and stays as it is."""
+    home = os.environ.get("DAGSTER_HOME")
+    if not home or (Path(home) / "dagster.yaml").exists():
+        return
+    profile = "postgres" if os.environ.get("DAGSTER_PG_URL") else "local"
+    Path(home).mkdir(parents=True, exist_ok=True)
+    shutil.copy(DEPLOY_DIR / f"dagster.{profile}.yaml", Path(home) / "dagster.yaml")
 
 
 def selection_for(groups: Sequence[str] | None) -> dg.AssetSelection:
@@ -65,6 +84,7 @@ def main(argv: list[str] | None = None, target: Target = DEFAULT_TARGET) -> int:
     )
     args = parser.parse_args(argv)
     selection = selection_for([g for g in args.groups.split(",") if g.strip()])
+    ensure_instance_config()
     instance = dg.DagsterInstance.get()
     if args.command == "stale":
         keys = requested_now(instance, target, selection)
