@@ -145,9 +145,9 @@ def confirmed_pairs(hashes: pl.DataFrame, rule: DedupeRule) -> np.ndarray:
 # - centre 10/12: a badge leaves the centre within 4 bits; crops move it most (median 10).
 # - colour 0.25: same-photo pairs that match on a view's hashes differ by up to ~0.3 of hue
 #   weight on that view (JPEG chroma subsampling over fine stripes), colourways by 0.65 or more,
-#   and a tan and an olive product (30 degrees of hue apart) by 0.30: 0.25 keeps those apart
-#   (0.35 merges them), and another view still confirms most copies it rejects (0.15 loses
-#   more: jpeg60, brighter and badge 53/54).
+#   and a tan and an olive product (30 degrees of hue apart) by 0.30: 0.25 keeps such pairs
+#   apart with a margin, and another view still confirms most copies it rejects (0.15 loses
+#   more: jpeg60 and brighter 53/54).
 DEFAULT_MAX_PHASH_DISTANCE = 10
 DEFAULT_MAX_DHASH_DISTANCE = 12
 DEFAULT_MAX_COLOUR_DISTANCE = 0.25
