@@ -121,7 +121,8 @@ IMAGE_HASHES_SCHEMA: dict[str, pl.DataType] = {
     "phash": pl.UInt64(),  # whole picture
     "dhash": pl.UInt64(),
     # curation.images.views: the content box (uniform margins trimmed) and the centre view (null
-    # when flat); each view's colour signature is 32 bytes of CIELAB chroma on a 4x4 grid.
+    # when flat); each view's colour signature is 13 bytes: its mean CIELAB chroma, then a
+    # 12-bin hue histogram weighted by chroma.
     "box_phash": pl.UInt64(),
     "box_dhash": pl.UInt64(),
     "centre_phash": pl.UInt64(),
