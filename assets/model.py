@@ -21,8 +21,8 @@ from schemas.atomic import write_bytes_atomic
 from schemas.lineage import TRAINING_ROWS_FILE
 from schemas.values import DatasetSnapshot, ModelCheckpoint
 from training.config import EvalConfig, TrainConfig
-from training.distributed import launch_command
 from training.eval_page import evaluation_failures
+from training.launch import launch_command
 
 GROUP = "model"
 CHECK_NAME = "tuned_beats_base_and_baselines"

@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def launch(config_path: Path, processes: int) -> list[dict[str, Any]]:
     """`python -m training.train` (1) or `accelerate launch` over N processes, as the
     lora_adapter asset launches it; the events rank 0 printed."""
-    from training.distributed import launch_command
+    from training.launch import launch_command
 
     command = launch_command("training.train", str(config_path), processes)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
@@ -97,7 +97,7 @@ def test_two_process_run_resumes_from_its_checkpoint_exactly(
 
 
 def test_launch_command_uses_accelerate_only_for_several_processes():
-    from training.distributed import launch_command
+    from training.launch import launch_command
 
     assert launch_command("training.train", "c.json") == [
         sys.executable, "-m", "training.train", "--config", "c.json",

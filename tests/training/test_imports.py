@@ -11,7 +11,7 @@ TRAINING = Path(__file__).resolve().parents[2] / "training"
 MODULES = ("config", "presets", "tiny", "collate", "data", "checkpoint", "tracking", "lineage",
            "train", "evaluate", "pipes", "artefacts", "runtime", "generate", "preset_base",
            "hub_presets", "distributed", "storage", "eval_page", "optim", "run",
-           "outputs")  # fmt: skip
+           "outputs", "launch")  # fmt: skip
 
 
 def assert_runs_ok(code: str) -> None:
@@ -62,6 +62,18 @@ def test_gpu_training_bench_imports_without_dagster_polars_or_datasets():
         "for name in ('dagster', 'polars', 'datasets', 'assets', 'curation'):\n"
         "    sys.modules[name] = None\n"
         "import bench.training_gpu\n"
+        "print('ok')\n"
+    )
+    assert_runs_ok(code)
+
+
+def test_the_code_location_loads_without_torch():
+    """Every submitted run loads the Definitions in its code server and run worker; torch is
+    for the training and evaluation processes the model assets launch."""
+    code = (
+        "import sys\n"
+        "import dagster_project.definitions\n"
+        "assert 'torch' not in sys.modules\n"
         "print('ok')\n"
     )
     assert_runs_ok(code)
