@@ -21,7 +21,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from importlib import import_module
 from pathlib import Path
@@ -62,6 +62,9 @@ mutation LaunchRun($executionParams: ExecutionParams!) {
 }
 """
 DEFINITIONS_MODULE = "dagster_project.definitions"
+# The repository root: the working directory code locations resolve our packages from.
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+CODE_SERVER_START_S = 120.0
 # A queued run that no daemon picks up within this time means the instance has no daemon.
 QUEUED_WITHOUT_DAEMON_S = 60.0
 
@@ -207,19 +210,60 @@ def wait_for_runs(instance: dg.DagsterInstance, run_ids: Sequence[str]) -> None:
         time.sleep(POLL_S)
 
 
+def launch_env(instance: dg.DagsterInstance, target: Target) -> dict[str, str]:
+    """The environment of the processes a submitted run goes through."""
+    if instance.root_directory is None:
+        raise ValueError("a refresh submits runs to a persistent instance (set DAGSTER_HOME)")
+    return {**os.environ, "DAGSTER_HOME": instance.root_directory, TARGET_ENV: target.to_env()}
+
+
+def _dagster_cli(name: str) -> str:
+    return str(Path(sys.executable).parent / name)
+
+
+@contextmanager
+def code_server(instance: dg.DagsterInstance, target: Target) -> Iterator[list[str]]:
+    """A code server for all the runs of one refresh, so the code location loads once rather
+    than once per run; yields the `dagster-graphql` arguments that reach it. The server
+    launches each run's worker process, as a deployment's code server does."""
+    location_args, location_name = target.code_location()
+    with tempfile.TemporaryDirectory() as scratch:
+        socket = Path(scratch) / "grpc.sock"
+        workspace = Path(scratch) / "workspace.yaml"
+        entry = {"grpc_server": {"socket": str(socket), "location_name": location_name}}
+        workspace.write_text(json.dumps({"load_from": [entry]}))  # JSON is YAML
+        command = [_dagster_cli("dagster"), "code-server", "start", *location_args]
+        command += ["-d", str(PROJECT_ROOT), "--socket", str(socket)]
+        command += ["--location-name", location_name]
+        server = subprocess.Popen(command, env=launch_env(instance, target))
+        try:
+            deadline = time.monotonic() + CODE_SERVER_START_S
+            while not socket.exists():
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"the code server did not start (exit {server.poll()})")
+                time.sleep(0.1)
+            yield ["-w", str(workspace)]
+        finally:
+            server.terminate()
+            try:
+                server.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
+
+
 def submit(
     instance: dg.DagsterInstance,
     target: Target,
     keys: Sequence[dg.AssetKey],
     tags: Mapping[str, str] | None = None,
+    workspace_args: Sequence[str] | None = None,
 ) -> dg.DagsterRun:
     """One run of `keys` (and their checks), submitted to `instance` as the UI submits one:
-    the `launchRun` mutation through the `dagster-graphql` CLI, which loads the code location
-    and hands the run to the instance's run coordinator and launcher. Returns the run once it has
-    finished. The job's own tags (its retry policy) come with it."""
-    if instance.root_directory is None:
-        raise ValueError("a refresh submits runs to a persistent instance (set DAGSTER_HOME)")
-    env = {**os.environ, "DAGSTER_HOME": instance.root_directory, TARGET_ENV: target.to_env()}
+    the `launchRun` mutation through the `dagster-graphql` CLI, which hands the run to the
+    instance's run coordinator and launcher. Returns the run once it has finished. The job's
+    own tags (its retry policy) come with it. Without `workspace_args` (a `code_server`), the
+    CLI loads the code location itself."""
     location_args, location_name = target.code_location()
     params = {
         "selector": {
@@ -233,10 +277,11 @@ def submit(
     }
     with tempfile.TemporaryDirectory() as scratch:
         response_path = Path(scratch) / "response.json"
-        command = [str(Path(sys.executable).parent / "dagster-graphql"), *location_args]
+        command = [_dagster_cli("dagster-graphql"), *(workspace_args or location_args)]
+        command += ["-d", str(PROJECT_ROOT)] if workspace_args is None else []
         command += ["-t", LAUNCH_RUN_MUTATION]
         command += ["-v", json.dumps({"executionParams": params}), "-o", str(response_path)]
-        launched = subprocess.run(command, env=env, check=False)
+        launched = subprocess.run(command, env=launch_env(instance, target), check=False)
         response = json.loads(response_path.read_text()) if response_path.exists() else {}
     outcome = (response.get("data") or {}).get("launchRun") or {}
     if launched.returncode != 0 or outcome.get("__typename") != "LaunchRunSuccess":
@@ -271,7 +316,8 @@ def refresh(
     """Observe, evaluate, run what is requested, repeat until nothing is requested."""
     defs = target.load()
     result = RefreshResult(success=True)
-    with one_refresh_at_a_time(instance):
+    workspace_args: list[str] | None = None  # a code server, started for the first run
+    with one_refresh_at_a_time(instance), ExitStack() as server:
         observe_catalogue(instance, defs)
         cursor = load_cursor(instance)
         while len(result.waves) < max_runs:
@@ -290,7 +336,8 @@ def refresh(
                 wait_for_runs(instance, busy)
                 continue
             print(f"Run {len(result.waves) + 1}: materializing {_names(keys)}")
-            run = submit(instance, target, keys)
+            workspace_args = workspace_args or server.enter_context(code_server(instance, target))
+            run = submit(instance, target, keys, workspace_args=workspace_args)
             result.waves.append(keys)
             result.run_ids.append(run.run_id)
             if not run.is_success:
