@@ -16,12 +16,13 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from importlib import import_module
 from pathlib import Path
@@ -235,7 +236,8 @@ def code_server(instance: dg.DagsterInstance, target: Target) -> Iterator[list[s
         command = [_dagster_cli("dagster"), "code-server", "start", *location_args]
         command += ["-d", str(PROJECT_ROOT), "--socket", str(socket)]
         command += ["--location-name", location_name]
-        server = subprocess.Popen(command, env=launch_env(instance, target))
+        # Own session: the server (a proxy and the server process it starts) goes as a group.
+        server = subprocess.Popen(command, env=launch_env(instance, target), start_new_session=True)
         try:
             deadline = time.monotonic() + CODE_SERVER_START_S
             while not socket.exists():
@@ -244,12 +246,10 @@ def code_server(instance: dg.DagsterInstance, target: Target) -> Iterator[list[s
                 time.sleep(0.1)
             yield ["-w", str(workspace)]
         finally:
-            server.terminate()
-            try:
-                server.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait()
+            # Every run it launched has finished by now; it ignores SIGTERM for ~10 s or more.
+            with suppress(ProcessLookupError):
+                os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
 
 
 def submit(
