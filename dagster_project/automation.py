@@ -20,6 +20,9 @@ import dagster as dg
 CATALOGUE_SOURCE = dg.AssetKey("catalogue_source")
 # A run that died with its machine (OOM, preemption) is retried once from the failed step.
 RUN_RETRY_TAGS = {"dagster/max_retries": "1", "dagster/retry_strategy": "FROM_FAILURE"}
+# The terminal shows what the steps say (their summaries and progress lines) rather than every
+# framework event at DEBUG; the run's event log in the UI keeps all of them.
+RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 # Everything that is materialized (the observable catalogue source is observed, not built).
 PIPELINE_SELECTION = dg.AssetSelection.all() - dg.AssetSelection.keys(CATALOGUE_SOURCE)
 
@@ -81,22 +84,26 @@ curate_job = dg.define_asset_job(
     selection=dg.AssetSelection.groups("ingest", "images", "curation"),
     description="Catalogue -> validated rows -> images -> dedupe -> ledger -> report.",
     tags=RUN_RETRY_TAGS,
+    config=RUN_CONFIG,
 )
 build_dataset_job = dg.define_asset_job(
     "build_dataset",
     selection=dg.AssetSelection.groups("dataset"),
     description="Splits, synthetic variants and the Hugging Face dataset.",
     tags=RUN_RETRY_TAGS,
+    config=RUN_CONFIG,
 )
 train_and_evaluate_job = dg.define_asset_job(
     "train_and_evaluate",
     selection=dg.AssetSelection.groups("model"),
     description="LoRA fine-tuning and base-vs-tuned evaluation.",
     tags=RUN_RETRY_TAGS,
+    config=RUN_CONFIG,
 )
 full_pipeline_job = dg.define_asset_job(
     "full_pipeline",
     selection=PIPELINE_SELECTION,
     description="Everything, catalogue to evaluated adapter.",
     tags=RUN_RETRY_TAGS,
+    config=RUN_CONFIG,
 )

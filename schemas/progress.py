@@ -11,6 +11,8 @@ import time
 from collections.abc import Callable
 
 Progress = Callable[[int, int], None]
+# Below this many items the work ends before a tenth of it is worth a line: only the last one.
+MIN_ITEMS_FOR_STEPS = 100
 
 
 class ProgressGate:
@@ -41,7 +43,7 @@ def progress_lines(label: str, emit: Callable[[str], None], unit: str = "images"
         nonlocal gate
         if total <= 0:
             return
-        gate = gate or ProgressGate(total)
+        gate = gate or ProgressGate(total, 0.1 if total >= MIN_ITEMS_FOR_STEPS else 1.0)
         if gate.due(done, last=done >= total):
             rate = done / max(time.monotonic() - start, 1e-6)
             emit(f"{label}: {done}/{total} {unit} ({100 * done // total} %), {rate:.1f}/s")

@@ -30,3 +30,11 @@ def test_map_images_reports_about_ten_lines_for_a_long_batch() -> None:
     assert results == [x * 2 for x in range(1000)]
     assert 2 <= len(lines) <= 12, lines
     assert lines[-1].startswith("hashing: 1000/1000 images (100 %)")
+
+
+def test_a_short_batch_reports_once_at_the_end() -> None:
+    lines: list[str] = []
+    report = progress_lines("normalise", lines.append)
+    for done in range(1, 40):
+        report(done, 39)
+    assert len(lines) == 1 and lines[0].startswith("normalise: 39/39 images (100 %)")
