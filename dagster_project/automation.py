@@ -15,6 +15,8 @@ The same condition drives both ways of running the pipeline:
 
 from __future__ import annotations
 
+from typing import Any
+
 import dagster as dg
 
 CATALOGUE_SOURCE = dg.AssetKey("catalogue_source")
@@ -79,31 +81,29 @@ automation_sensor = dg.AutomationConditionSensorDefinition(
     ),
 )
 
-curate_job = dg.define_asset_job(
+
+def pipeline_job(name: str, selection: dg.AssetSelection, description: str) -> Any:
+    """A job of the pipeline: run retries on, the terminal at INFO."""
+    return dg.define_asset_job(
+        name, selection=selection, description=description, tags=RUN_RETRY_TAGS, config=RUN_CONFIG
+    )
+
+
+curate_job = pipeline_job(
     "curate",
-    selection=dg.AssetSelection.groups("ingest", "images", "curation"),
-    description="Catalogue -> validated rows -> images -> dedupe -> ledger -> report.",
-    tags=RUN_RETRY_TAGS,
-    config=RUN_CONFIG,
+    dg.AssetSelection.groups("ingest", "images", "curation"),
+    "Catalogue -> validated rows -> images -> dedupe -> ledger -> report.",
 )
-build_dataset_job = dg.define_asset_job(
+build_dataset_job = pipeline_job(
     "build_dataset",
-    selection=dg.AssetSelection.groups("dataset"),
-    description="Splits, synthetic variants and the Hugging Face dataset.",
-    tags=RUN_RETRY_TAGS,
-    config=RUN_CONFIG,
+    dg.AssetSelection.groups("dataset"),
+    "Splits, synthetic variants and the Hugging Face dataset.",
 )
-train_and_evaluate_job = dg.define_asset_job(
+train_and_evaluate_job = pipeline_job(
     "train_and_evaluate",
-    selection=dg.AssetSelection.groups("model"),
-    description="LoRA fine-tuning and base-vs-tuned evaluation.",
-    tags=RUN_RETRY_TAGS,
-    config=RUN_CONFIG,
+    dg.AssetSelection.groups("model"),
+    "LoRA fine-tuning and base-vs-tuned evaluation.",
 )
-full_pipeline_job = dg.define_asset_job(
-    "full_pipeline",
-    selection=PIPELINE_SELECTION,
-    description="Everything, catalogue to evaluated adapter.",
-    tags=RUN_RETRY_TAGS,
-    config=RUN_CONFIG,
+full_pipeline_job = pipeline_job(
+    "full_pipeline", PIPELINE_SELECTION, "Everything, catalogue to evaluated adapter."
 )
