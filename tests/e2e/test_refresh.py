@@ -36,6 +36,10 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]  # a full build, then
 
 GROUPS = ["ingest", "images", "curation", "dataset"]  # not `model`: no training here
 SELECTION = selection_for(GROUPS)
+# Every ledger outcome occurs among the first 800 demo rows (invalid, download_failed,
+# bad_image, duplicate, curated); what a refresh redoes depends on which rows changed, not on
+# how many there are.
+N_ROWS = 800
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MATERIALIZATION = dg.DagsterEventType.ASSET_MATERIALIZATION
 
@@ -53,7 +57,7 @@ class Workspace:
 @pytest.fixture(scope="module")
 def ws(tmp_path_factory, demo_catalogue):
     root = tmp_path_factory.mktemp("refresh")
-    catalogue = copy_catalogue(demo_catalogue.catalogue_path, root / "catalogue.csv")
+    catalogue = copy_catalogue(demo_catalogue.catalogue_path, root / "catalogue.csv", N_ROWS)
     home = write_dagster_home(root / "home")
     with pytest.MonkeyPatch.context() as mp:
         for name, value in pipeline_env(str(root / "data"), catalogue, home).items():
