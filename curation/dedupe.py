@@ -92,7 +92,9 @@ def _with_components(rows: pl.DataFrame, hashes: pl.DataFrame, rule: DedupeRule)
     )
     labels = _sha_components(shas, rule)
     shas = shas.with_columns(component=pl.Series(labels, dtype=pl.Int64))
-    return rows.join(shas, on="sha256", how="left")
+    # Only the columns the clusters need travel on: the other hash columns would be carried
+    # (and copied by every sort and join below) for each row, about 100 bytes a row.
+    return rows.join(shas.select("sha256", "phash", "component"), on="sha256", how="left")
 
 
 def _with_canonical(rows: pl.DataFrame) -> pl.DataFrame:
