@@ -23,6 +23,9 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
     "hashing": ([], ["--images", "150", "--photos", "30", "--photo-size", "512"]),
     "near_duplicates": ([], ["--sizes", "20000", "--distances", "4", "--sample", "16"]),
     "dedupe_rule": ([], ["--sizes", "20000"]),
+    # 1M, 2M, 4M and 10M images, each in its own interpreter: ~15-30 min on 2 cores.
+    "dedupe_scale": ([], ["--sizes", "20000", "40000"]),
+    "scale": ([], []),
     "validation": ([], ["--rows", "5000"]),
     # 90 s of training per configuration + answering the test split: ~4 min on 2 cores.
     "training": ([], ["--budget-s", "10", "--eval-samples", "16"]),

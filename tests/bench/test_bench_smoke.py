@@ -10,7 +10,16 @@ import pytest
 from bench.common import Report, update_results
 from demo import DemoCatalogue
 
-MODULES = ("download", "hashing", "near_duplicates", "dedupe_rule", "validation", "e2e")
+MODULES = (
+    "download",
+    "hashing",
+    "near_duplicates",
+    "dedupe_rule",
+    "dedupe_scale",
+    "scale",
+    "validation",
+    "e2e",
+)
 
 
 @pytest.mark.parametrize("name", [*MODULES, "__main__"])
@@ -54,6 +63,19 @@ def test_dedupe_rule_toy_run() -> None:
     today, ours = report.rows
     assert today["recall of copies"] == ours["recall of copies"] == 1.0
     assert ours["colourways merged"] == "0/5" and today["colourways merged"] == "5/5"
+
+
+def test_dedupe_scale_toy_run() -> None:
+    """The pipeline's dedupe on the full image_hashes shape (every view, colour signatures,
+    64-digit sha256s, rows sharing an image) finds what was planted."""
+    from bench import dedupe_scale
+
+    report = dedupe_scale.run(dedupe_scale.parse_args(["--sizes", "5000", "--in-process"]))
+    (row,) = report.rows
+    assert row["image rows"] == 5250
+    assert row["copies clustered"] == "50/50" and row["colourways merged"] == "0/50"
+    assert row["exact rows"] > 200  # 250 rows reuse an image; a few join a near copy's cluster
+    assert row["peak RSS MiB"] >= row["RSS with inputs MiB"] > 0
 
 
 def test_validation_toy_run(demo_catalogue: DemoCatalogue) -> None:
