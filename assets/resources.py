@@ -19,6 +19,7 @@ from upath import UPath
 
 from curation.download import DEFAULT_POLICY
 from curation.images.sniff import DEFAULT_ALLOWED_FORMATS
+from curation.shards import DEFAULT_IMAGE_SHARDS
 from demo import build_demo_catalogue
 from schemas.atomic import atomic_path
 
@@ -39,6 +40,7 @@ ENV_DEFAULTS = {
     "PIPELINE_EXTRA_URL_SCHEMES": "",
     "PIPELINE_ALLOW_PRIVATE_HOSTS": "0",
     "PIPELINE_IMAGE_FORMATS": ",".join(sorted(DEFAULT_ALLOWED_FORMATS)),
+    "PIPELINE_IMAGE_SHARDS": str(DEFAULT_IMAGE_SHARDS),
 }
 
 
@@ -49,6 +51,9 @@ class PipelineSettings(dg.ConfigurableResource):
     catalogue_uri: str = DEMO_CATALOGUE  # CATALOGUE_URI: CSV/Parquet/JSONL URL, hf:<name>, demo
     model_preset: str = "tiny"  # MODEL_PRESET
     wandb_mode: str = "offline"  # WANDB_MODE: online only when the user asks for it
+    # PIPELINE_IMAGE_SHARDS: how many groups the per-image steps split their images into, each
+    # a step of its own that the executor may run on another worker (curation.shards).
+    image_shards: int = DEFAULT_IMAGE_SHARDS
 
     def path(self, *parts: str) -> str:
         """A path under the data dir, as a string any fsspec filesystem understands."""
@@ -115,6 +120,7 @@ def pipeline_settings_from_env() -> PipelineSettings:
         catalogue_uri=dg.EnvVar("CATALOGUE_URI"),
         model_preset=dg.EnvVar("MODEL_PRESET"),
         wandb_mode=dg.EnvVar("WANDB_MODE"),
+        image_shards=dg.EnvVar.int("PIPELINE_IMAGE_SHARDS"),
     )
 
 

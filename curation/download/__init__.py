@@ -15,6 +15,7 @@ from curation.download.batch import (
     ImageFetchResult,
     fetch_image,
     fetch_images,
+    fetch_stats,
 )
 from curation.download.policy import DEFAULT_POLICY, DownloadPolicy, address_problem
 from curation.download.reasons import FetchError, reason_code
@@ -38,6 +39,7 @@ __all__ = [
     "address_problem",
     "fetch_image",
     "fetch_images",
+    "fetch_stats",
     "inspect_image_bytes",
     "reason_code",
     "sniff_format",

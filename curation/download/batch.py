@@ -335,10 +335,12 @@ def fetch_images(
         if ordered
         else empty_frame(IMAGE_FETCH_SCHEMA)
     )
-    return frame, _stats(frame, attempted=len(todo), reused=len(reused))
+    return frame, fetch_stats(frame, attempted=len(todo), reused=len(reused))
 
 
-def _stats(frame: pl.DataFrame, attempted: int, reused: int) -> FetchStats:
+def fetch_stats(frame: pl.DataFrame, attempted: int, reused: int) -> FetchStats:
+    """The counts of a fetch table (one row per distinct URL): what was attempted, reused,
+    stored, failed, and the failure reason codes."""
     statuses = Counter(frame.get_column("status").to_list())
     codes = Counter(code for code in map(reason_code, frame.get_column("reason").to_list()) if code)
     return FetchStats(

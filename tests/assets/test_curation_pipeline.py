@@ -115,16 +115,27 @@ def test_label_conflicts_and_placeholder_are_reported(pipeline_run, demo_manifes
 
 
 def test_rerunning_product_images_downloads_nothing(pipeline_run) -> None:
-    """Successful images are reused, not fetched again; only failed URLs are retried."""
+    """A rerun finds every URL answered and computes no shard; `retry_failed` runs every shard
+    again, which retries only the failed URLs: a stored image is never fetched twice."""
     data_dir, _, job, instance = pipeline_run
     before = pl.read_parquet(f"{data_dir}/product_images.parquet")
     stored = sorted(p.name for p in Path(data_dir, "images").rglob("*") if p.is_file())
-    rerun = job.execute_in_process(
-        instance=instance, asset_selection=[dg.AssetKey("product_images")]
-    )
+    selection = [dg.AssetKey("product_images")]
+    rerun = job.execute_in_process(instance=instance, asset_selection=selection)
     assert rerun.success
     metadata = rerun.asset_materializations_for_node("product_images")[0].metadata
+    assert (metadata["shards_computed"].value, metadata["attempted"].value) == (0, 0)
+    assert pl.read_parquet(f"{data_dir}/product_images.parquet").equals(before)
+
+    retry = job.execute_in_process(
+        instance=instance,
+        asset_selection=selection,
+        run_config={"ops": {"product_images": {"config": {"retry_failed": True}}}},
+    )
+    assert retry.success
+    metadata = retry.asset_materializations_for_node("product_images")[0].metadata
     n_ok = before.filter(pl.col("status") == "ok")["url"].n_unique()
+    assert metadata["shards_computed"].value == metadata["shards"].value
     assert metadata["reused"].value == metadata["ok"].value == n_ok > 2500
     assert metadata["attempted"].value == before["url"].n_unique() - n_ok  # the failures
     assert sorted(p.name for p in Path(data_dir, "images").rglob("*") if p.is_file()) == stored

@@ -111,14 +111,21 @@ def test_curation_groups_round_trip_through_s3(tmp_path, demo_catalogue, s3_endp
     with fs.open(f"{bucket}/pipeline/reports/data_quality.html", "r") as handle:
         assert "<html" in handle.read(2000).lower()
 
-    # Unchanged catalogue: nothing to redo. A rerun of the downloads reuses every s3 image.
+    # Unchanged catalogue: nothing to redo. Every shard downloaded again (retrying failures)
+    # reuses every s3 image; the shards' results and the values between steps live on s3 too.
     assert refresh(instance, DEFAULT_TARGET, SELECTION).waves == []
     rerun = defs.resolve_job_def("curate").execute_in_process(
-        instance=instance, asset_selection=[dg.AssetKey("product_images")]
+        instance=instance,
+        asset_selection=[dg.AssetKey("product_images")],
+        run_config={"ops": {"product_images": {"config": {"retry_failed": True}}}},
     )
     metadata = rerun.asset_materializations_for_node("product_images")[0].metadata
     assert metadata["reused"].value == stored["url"].n_unique()
     assert metadata["attempted"].value == images["url"].n_unique() - stored["url"].n_unique()
+    assert metadata["shards_computed"].value == metadata["shards"].value
+    assert fs.find(f"{bucket}/pipeline/shards/product_images") and fs.find(
+        f"{bucket}/pipeline/op_values"
+    )
     instance.dispose()
 
 

@@ -16,6 +16,7 @@ import dagster as dg
 import polars as pl
 import pytest
 
+from curation.shards import shard_of
 from dagster_project.automation import CATALOGUE_SOURCE, automation_sensor
 from dagster_project.cli import selection_for
 from dagster_project.refresh import (
@@ -138,9 +139,11 @@ def edit_catalogue(ws: Workspace, edits: dict[int, dict[str, str]]) -> None:
     frame.drop("i").write_csv(ws.catalogue)
 
 
-def failed_urls(ws: Workspace) -> int:
-    images_table = table(ws, "product_images")
-    return images_table.filter(pl.col("status") != "ok")["url"].n_unique()
+def failed_urls_in_shard(ws: Workspace, url: str, n_shards: int) -> int:
+    """Failed URLs in `url`'s download shard: the ones a run of that shard retries."""
+    failed = table(ws, "product_images").filter(pl.col("status") != "ok")["url"].unique()
+    (shard,) = shard_of([url], n_shards)
+    return sum(s == shard for s in shard_of(failed.to_list(), n_shards))
 
 
 def test_after_a_full_materialization_refresh_launches_nothing(ws: Workspace) -> None:
@@ -163,7 +166,7 @@ def test_title_edit_reruns_the_chain_without_downloading(ws: Workspace) -> None:
     assert nothing_requested(ws)
     renamed, blanked = plain_curated_rows(ws, 2)
     before_ledger = table(ws, "curation_ledger")
-    before_files, n_failed = stored_images(ws.data_dir), failed_urls(ws)
+    before_files = stored_images(ws.data_dir)
     _, before_report = latest_metadata(ws, "data_quality_report")
     edit_catalogue(ws, {renamed: {"title": "Renamed Trench Coat"}, blanked: {"title": " "}})
     n_before = n_runs(ws)
@@ -195,8 +198,8 @@ def test_title_edit_reruns_the_chain_without_downloading(ws: Workspace) -> None:
     assert {"data_quality_report", "dataset_splits", "training_dataset"} <= set(counts)
     run_id, images_meta = latest_metadata(ws, "product_images")
     assert run_id in {run.run_id for run in runs}
-    # No image is fetched again; only URLs that failed before are retried (by design).
-    assert images_meta["attempted"] == n_failed
+    # A title edit leaves every URL answered: no download shard runs, nothing is fetched.
+    assert (images_meta["attempted"], images_meta["shards_computed"]) == (0, 0)
     assert stored_images(ws.data_dir) == before_files
     ledger = table(ws, "curation_ledger").sort("row_index")
     assert ledger.height == before_ledger.height
@@ -219,14 +222,23 @@ def test_new_image_url_downloads_exactly_one_image(ws: Workspace) -> None:
     urls = set(pl.read_csv(ws.catalogue, infer_schema=False)["imageurl"])
     unused = sorted(p for p in ws.demo_images.iterdir() if p.as_uri() not in urls)[0]
     (row,) = plain_curated_rows(ws, 1)
-    before_files, n_failed = stored_images(ws.data_dir), failed_urls(ws)
+    _, images_meta = latest_metadata(ws, "product_images")
+    n_shards = images_meta["shards"]
+    assert images_meta["shards_with_rows"] == n_shards > 1  # the test means something
+    before_files = stored_images(ws.data_dir)
+    n_failed = failed_urls_in_shard(ws, unused.as_uri(), n_shards)
     edit_catalogue(ws, {row: {"imageurl": unused.as_uri()}})
 
     result = refresh(ws.instance, DEFAULT_TARGET, SELECTION)
 
     assert result.success
     _, images_meta = latest_metadata(ws, "product_images")
+    # One shard (the new URL's) downloads: that URL and the failures it retries, no other.
+    assert images_meta["shards_computed"] == 1
     assert images_meta["attempted"] == n_failed + 1
+    for key in ("image_hashes", "image_quality"):  # one new picture: one shard of each
+        _, meta = latest_metadata(ws, key)
+        assert (meta["shards_computed"], meta["computed"]) == (1, 1), (key, meta)
     new_files = stored_images(ws.data_dir) - before_files
     assert len(new_files) == 1
     row_id = table(ws, "raw_catalogue").filter(pl.col("row_index") == row)["row_id"][0]
