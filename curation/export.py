@@ -10,13 +10,14 @@ sees the product upright on white in sRGB, not a black background or a clipped 1
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import datasets
 import fsspec
 import polars as pl
 from fsspec.implementations.local import LocalFileSystem
@@ -28,21 +29,40 @@ from schemas.markdown import markdown_table
 from schemas.prompt import DEFAULT_QUESTION, format_answer
 from schemas.tables import LABEL_COLUMNS, SPLIT_NAMES
 
-# Content items share one struct type ({type, text}) so Arrow can store user and assistant
-# turns in one column; an image item has text None, as TRL's VLM collators expect.
-_CONTENT = datasets.List({"type": datasets.Value("string"), "text": datasets.Value("string")})
-FEATURES = datasets.Features(
-    {
-        "image": datasets.Image(),
-        "messages": datasets.List({"role": datasets.Value("string"), "content": _CONTENT}),
-        "answer": datasets.Value("string"),
-        "row_id": datasets.Value("string"),
-        # null for real rows (they have no parent); a variant's real train row otherwise.
-        "parent_row_id": datasets.Value("string"),
-        **{c: datasets.Value("float64" if c == "full_price" else "string") for c in LABEL_COLUMNS},
-        "is_synthetic": datasets.Value("bool"),
-    }
-)
+if TYPE_CHECKING:
+    import datasets
+
+
+@functools.cache
+def _features() -> datasets.Features:
+    """The export's columns (`FEATURES`). Built on first use: `datasets` costs every process
+    that loads the code location most of a second, and only the export and its readers use it.
+    Content items share one struct type ({type, text}) so Arrow can store user and assistant
+    turns in one column; an image item has text None, as TRL's VLM collators expect."""
+    import datasets
+
+    content = datasets.List({"type": datasets.Value("string"), "text": datasets.Value("string")})
+    return datasets.Features(
+        {
+            "image": datasets.Image(),
+            "messages": datasets.List({"role": datasets.Value("string"), "content": content}),
+            "answer": datasets.Value("string"),
+            "row_id": datasets.Value("string"),
+            # null for real rows (they have no parent); a variant's real train row otherwise.
+            "parent_row_id": datasets.Value("string"),
+            **{
+                c: datasets.Value("float64" if c == "full_price" else "string")
+                for c in LABEL_COLUMNS
+            },
+            "is_synthetic": datasets.Value("bool"),
+        }
+    )
+
+
+def __getattr__(name: str) -> object:
+    if name == "FEATURES":
+        return _features()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def chat_messages(question: str, answer: str) -> list[dict]:
@@ -82,6 +102,8 @@ def _records(frame: pl.DataFrame, id_col: str, parent_col: str | None) -> dict[s
 
 def build_dataset_dict(splits: pl.DataFrame, variants: pl.DataFrame) -> datasets.DatasetDict:
     """train = real train rows then variants; validation/test = real rows, in table order."""
+    import datasets
+
     leaked = set(variants["parent_row_id"].to_list()) - set(
         splits.filter(pl.col("split") == "train")["row_id"].to_list()
     )
@@ -94,7 +116,7 @@ def build_dataset_dict(splits: pl.DataFrame, variants: pl.DataFrame) -> datasets
         if name == "train":
             synthetic = _records(variants, "variant_id", "parent_row_id")
             columns = {k: v + synthetic[k] for k, v in columns.items()}
-        out[name] = datasets.Dataset.from_dict(columns, features=FEATURES, split=name)
+        out[name] = datasets.Dataset.from_dict(columns, features=_features(), split=name)
     return datasets.DatasetDict(out)
 
 
@@ -150,7 +172,7 @@ def dataset_card(
 ) -> str:
     """README.md for the saved dataset: what is in it, how it was split, from which data."""
     kinds = variant_kind_counts(variants)
-    features = "\n".join(f"- `{name}`: {feature!r}" for name, feature in FEATURES.items())
+    features = "\n".join(f"- `{name}`: {feature!r}" for name, feature in _features().items())
     versions = sorted(upstream_versions.items())
     return (
         "\n\n".join(

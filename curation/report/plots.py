@@ -1,18 +1,23 @@
 """The report's plots as PNG data URIs, so the page renders offline.
 
 The object-oriented matplotlib API: no pyplot, no global backend, safe in any thread.
+matplotlib is imported when a plot is drawn: every process that loads the code location (code
+server, run worker, each step's process) imports this module, and only the report step draws.
 """
 
 from __future__ import annotations
 
 import base64
 import io
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
-from matplotlib.figure import Figure
 
 from curation.report.statistics import TOP_CLASSES, clip, discounted, pct
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 OUTCOME_COLOURS: dict[str, str] = {
     "curated": "#2f855a",
@@ -27,6 +32,12 @@ OTHER_COLOUR = "#a0aec0"
 def _mpl(text: str) -> str:
     # Matplotlib parses `$…$` as mathtext; an unmatched `$` in a category would raise.
     return text.replace("$", r"\$")
+
+
+def _figure(**kwargs: Any) -> Figure:
+    from matplotlib.figure import Figure
+
+    return Figure(**kwargs)
 
 
 def _png_data_uri(fig: Figure) -> str:
@@ -46,7 +57,7 @@ def plot_outcomes(counts: list[tuple[str, int]]) -> str | None:
     total = sum(n for _, n in counts)
     if not total:
         return None
-    fig = Figure(figsize=(7.5, 0.42 * len(counts) + 0.9))
+    fig = _figure(figsize=(7.5, 0.42 * len(counts) + 0.9))
     ax = fig.add_subplot()
     names = [_mpl(name) for name, _ in counts]
     colours = [OUTCOME_COLOURS.get(name, OTHER_COLOUR) for name, _ in counts]
@@ -64,7 +75,7 @@ def plot_class_balance(panels: list[tuple[str, pl.DataFrame]]) -> str | None:
     if not panels:
         return None
     rows = max(df.height for _, df in panels)
-    fig = Figure(figsize=(12, 0.22 * rows + 1.3))
+    fig = _figure(figsize=(12, 0.22 * rows + 1.3))
     for ax, (name, df) in zip(fig.subplots(1, len(panels), squeeze=False)[0], panels, strict=True):
         y = np.arange(df.height)
         ax.barh(y, df["validated"].to_numpy(), color="#cbd5e0", label="validated")
@@ -88,7 +99,7 @@ def plot_prices(validated: pl.DataFrame) -> str | None:
     low, high = float(full.min()), float(full.max())
     log_scale = low > 0 and high / low > 20  # retail prices span decades: log bins read better
     bins = np.geomspace(low, high, 31) if log_scale else 30
-    fig = Figure(figsize=(7.5, 3.2))
+    fig = _figure(figsize=(7.5, 3.2))
     ax = fig.add_subplot()
     ax.hist(full, bins=bins, color="#3182ce", alpha=0.85, label="full price")
     if sale.size:
@@ -108,7 +119,7 @@ def plot_image_sizes(ok: pl.DataFrame) -> str | None:
     sizes = ok["bytes"].drop_nulls().to_numpy() / 1024
     if dims.is_empty() and sizes.size == 0:
         return None
-    fig = Figure(figsize=(11, 3.4))
+    fig = _figure(figsize=(11, 3.4))
     left, right = fig.subplots(1, 2)
     left.scatter(dims["width"].to_numpy(), dims["height"].to_numpy(), s=10, alpha=0.4)
     left.set_xlabel("width (px)", fontsize=8)
