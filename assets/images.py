@@ -58,6 +58,7 @@ POLICY_KNOBS = (
     "max_attempts",
     "max_bytes",
     "max_pixels",
+    "index_batch_size",
 )
 
 

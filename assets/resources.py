@@ -90,6 +90,8 @@ class DownloadSettings(dg.ConfigurableResource):
     max_attempts: int = DEFAULT_POLICY.max_attempts
     max_bytes: int = DEFAULT_POLICY.max_bytes
     max_pixels: int = DEFAULT_POLICY.max_pixels
+    # Successes per durable URL-index write: what a kill -9 can make a rerun fetch again.
+    index_batch_size: int = DEFAULT_POLICY.index_batch_size
     # PIPELINE_ALLOW_PRIVATE_HOSTS=1 lets URLs reach loopback/private hosts (intranet, tests);
     # text, so that it too is read through dg.EnvVar when a run starts.
     allow_private_hosts: str = "0"

@@ -32,19 +32,49 @@ def fetch(urls_file: str, root: str, out: str, workers: str, index_batch_size: s
     print(json.dumps(stats.as_dict()))
 
 
-def materialize(catalogue: str, data_dir: str) -> None:
+def write_catalogue(path: Path, urls: list[str]) -> Path:
+    """A catalogue of one product per URL, in the shape `materialize` loads."""
+    pl.DataFrame(
+        {
+            "category1_code": "WOMAN",
+            "category2_code": "SCARVES",
+            "category3_code": "SILK",
+            "product_code": [str(i) for i in range(len(urls))],
+            "title": [f"Scarf {i}" for i in range(len(urls))],
+            "imageurl": urls,
+            "full_price": "100",
+            "price": "90",
+            "full_price_eur": "95",
+            "price_eur": "85",
+        }
+    ).write_csv(path)
+    return path
+
+
+def materialize(
+    catalogue: str, data_dir: str, n_shards: str = "2", index_batch: str = "256"
+) -> None:
     """raw_catalogue -> validated_products -> product_images through Dagster, in-process."""
     import dagster as dg
 
     from assets import images, ingest
     from assets.resources import DownloadSettings, PipelineSettings, parquet_io_manager
+    from assets.values_io import VALUES_IO_MANAGER_KEY, PydanticJsonIOManager
 
     defs = dg.Definitions(
         assets=[*dg.load_assets_from_modules([ingest]), images.product_images],
         resources={
-            "pipeline": PipelineSettings(data_dir=data_dir, catalogue_uri=catalogue),
-            "downloads": DownloadSettings(workers=4, allow_private_hosts="1", deadline_s=20.0),
+            "pipeline": PipelineSettings(
+                data_dir=data_dir, catalogue_uri=catalogue, image_shards=int(n_shards)
+            ),
+            "downloads": DownloadSettings(
+                workers=4,
+                allow_private_hosts="1",
+                deadline_s=20.0,
+                index_batch_size=int(index_batch),
+            ),
             "io_manager": parquet_io_manager(data_dir),
+            VALUES_IO_MANAGER_KEY: PydanticJsonIOManager(base_dir=data_dir),
         },
     )
     job = defs.resolve_implicit_global_asset_job_def()

@@ -15,6 +15,7 @@ import pytest
 
 from assets.resources import parquet_io_manager
 from tests.curation.fault_server import FaultServer
+from tests.reliability._child import write_catalogue
 from tests.reliability._store import check_store
 
 pytestmark = pytest.mark.timeout(180)
@@ -68,21 +69,8 @@ def test_two_fetch_processes_share_one_store(server: FaultServer, tmp_path: Path
 
 @pytest.mark.slow
 def test_two_dagster_materializations_at_once(server: FaultServer, tmp_path: Path) -> None:
-    catalogue = tmp_path / "catalogue.csv"
-    pl.DataFrame(
-        {
-            "category1_code": "WOMAN",
-            "category2_code": "SCARVES",
-            "category3_code": "SILK",
-            "product_code": [str(i) for i in range(N_PRODUCTS)],
-            "title": [f"Scarf {i}" for i in range(N_PRODUCTS)],
-            "imageurl": [server.url(f"/product?id={i}&delay=0.05") for i in range(N_PRODUCTS)],
-            "full_price": "100",
-            "price": "90",
-            "full_price_eur": "95",
-            "price_eur": "85",
-        }
-    ).write_csv(catalogue)
+    urls = [server.url(f"/product?id={i}&delay=0.05") for i in range(N_PRODUCTS)]
+    catalogue = write_catalogue(tmp_path / "catalogue.csv", urls)
     data_dir = tmp_path / "data"
     processes = [_spawn("materialize", str(catalogue), str(data_dir)) for _ in range(2)]
     for process in processes:

@@ -19,6 +19,7 @@ from curation.download import URL_INDEX_DIR
 from curation.images.store import remove_stale_temporaries
 from schemas.atomic import is_temporary
 from tests.curation.fault_server import FaultServer
+from tests.reliability._child import write_catalogue
 from tests.reliability._store import check_store
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
@@ -124,6 +125,55 @@ def test_kill_9_mid_download_then_rerun_resumes_and_matches(
     remove_stale_temporaries(str(root), older_than_s=0)
     assert check_store(root)[1] == []
     assert len(temporaries) <= WORKERS
+
+
+SHARDS = 2
+
+
+def _start_materialize(catalogue: Path, data_dir: Path, batch: int) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.reliability._child", "materialize", str(catalogue),
+         str(data_dir), str(SHARDS), str(batch)],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "DAGSTER_HOME": ""},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+
+
+def test_kill_9_mid_sharded_download_then_rerun_completes_every_row(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    """product_images through Dagster in shards, killed mid-download: the rerun completes every
+    row; a shard whose result was stored is not run again, and the shard that was running
+    fetches again at most its gathering batch plus its downloads in flight."""
+    batch = 10
+    urls = [server.url(f"/product?id={i}&delay={DELAY_S}") for i in range(N_PRODUCTS)]
+    catalogue = write_catalogue(tmp_path / "catalogue.csv", urls)
+    data_dir = tmp_path / "data"
+    process = _start_materialize(catalogue, data_dir, batch)
+    deadline = time.monotonic() + 60
+    while _recorded(data_dir) < N_PRODUCTS // 3 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=10)
+    assert process.returncode == -signal.SIGKILL
+    assert not (data_dir / "product_images.parquet").exists(), "killed too late to test"
+    assert N_PRODUCTS // 3 <= _recorded(data_dir) < N_PRODUCTS
+    hits_before = dict(server.state.hits)
+
+    rerun = _start_materialize(catalogue, data_dir, batch)
+    stdout, stderr = rerun.communicate(timeout=120)
+    assert rerun.returncode == 0, stderr[-4000:]
+    assert json.loads(stdout.strip().splitlines()[-1]) == {"success": True, "rows": N_PRODUCTS}
+    table = pl.read_parquet(data_dir / "product_images.parquet")
+    assert (table["status"] == "ok").all() and table["sha256"].n_unique() == N_PRODUCTS
+    refetched = [p for p, n in server.state.hits.items() if n > hits_before.get(p, 0) > 0]
+    # The in-process executor runs one shard at a time: one shard's batch and workers at most.
+    assert len(refetched) <= batch + WORKERS, refetched
+    stored, temporaries = check_store(data_dir)
+    assert stored >= set(table["sha256"]) and len(temporaries) <= WORKERS
 
 
 @pytest.mark.slow
