@@ -29,6 +29,8 @@ import curation.dedupe_confirm
 from bench.common import Report, base_parser, benchmark_main, timed
 from bench.dedupe_rule import fixed_width_binary, synthetic_table
 from curation.dedupe import duplicate_clusters
+from curation.dedupe_confirm import DEFAULT_RULE
+from curation.hamming import _band_layout, _layout_cost
 
 HEX_DIGITS = np.frombuffer(b"0123456789abcdef", np.uint8)
 
@@ -167,6 +169,32 @@ def measure(n: int, near_share: float, exact_share: float) -> dict[str, Any]:
     return row
 
 
+def search_model_s(n: int) -> float:
+    """The Hamming search's own cost model (curation.hamming), summed over the rule's views, for
+    n distinct hashes: tables grow with n, so the search scales faster than n."""
+    total_ns = 0.0
+    for limits in DEFAULT_RULE.views.values():
+        m, tables = _band_layout(n, limits.max_phash)
+        total_ns += _layout_cost(n, m, tables)
+    return total_ns / 1e9
+
+
+def projected(n: int, first: dict[str, Any]) -> dict[str, Any]:
+    """A size not run: the first size's searches scaled by the model, the rest by n."""
+    growth = search_model_s(n) / search_model_s(first["n hashes"])
+    search = first["Hamming searches s"] * growth
+    rest = (first["seconds"] - first["Hamming searches s"]) * n / first["n hashes"]
+    peak = first["peak RSS MiB"] * n / first["n hashes"]
+    return {
+        "n hashes": n,
+        "seconds": search + rest,
+        "Hamming searches s": search,
+        "peak RSS MiB": peak,
+        "search model vs first": growth,
+        "measured or projected": "projected",
+    }
+
+
 def measure_apart(n: int, near_share: float, exact_share: float) -> dict[str, Any]:
     """measure() in a fresh interpreter: each size's peak RSS is its own."""
     with multiprocessing.get_context("spawn").Pool(1) as pool:
@@ -185,6 +213,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--exact-share", type=float, default=0.05, help="extra rows reusing an image, per image"
     )
     parser.add_argument("--in-process", action="store_true", help="no child interpreter per size")
+    parser.add_argument(
+        "--project", type=int, nargs="*", default=[], help="sizes to project, not run"
+    )
     return parser.parse_args(argv)
 
 
@@ -196,6 +227,11 @@ def run(args: argparse.Namespace) -> Report:
         row["time vs first / size vs first"] = (row["seconds"] / base["seconds"]) / (
             row["n hashes"] / base["n hashes"]
         )
+        row["search model vs first"] = search_model_s(row["n hashes"]) / search_model_s(
+            base["n hashes"]
+        )
+        row["measured or projected"] = "measured"
+    rows += [projected(n, base) for n in args.project]
     notes = [
         "seconds: one call of curation.dedupe.duplicate_clusters with DEFAULT_RULE (three views' "
         "Hamming searches, the colour look, connected components, canonical rows, placeholder "
@@ -208,7 +244,11 @@ def run(args: argparse.Namespace) -> Report:
         "peak RSS: getrusage's ru_maxrss after the dedupe, its high-water mark reset (clear_refs)"
         " once the inputs were built, so inputs held plus the dedupe's own peak; peak RSS "
         "building: the same before the reset.",
-        "time vs first / size vs first: 1.0 is linear scaling from the first size.",
+        "time vs first / size vs first: 1.0 is linear scaling from the first size. search "
+        "model vs first: curation.hamming's layout cost model (the one it picks band layouts "
+        "with), summed over the three views, relative to the first size. Projected rows scale "
+        "the first size's measured searches by that model, everything else and the peak RSS "
+        "linearly.",
     ]
     return Report("dedupe_scale", "Global dedupe at scale (issue 17 item 4)", rows, notes)
 

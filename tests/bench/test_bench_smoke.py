@@ -70,8 +70,9 @@ def test_dedupe_scale_toy_run() -> None:
     64-digit sha256s, rows sharing an image) finds what was planted."""
     from bench import dedupe_scale
 
-    report = dedupe_scale.run(dedupe_scale.parse_args(["--sizes", "5000", "--in-process"]))
-    (row,) = report.rows
+    args = dedupe_scale.parse_args(["--sizes", "5000", "--in-process", "--project", "50000"])
+    row, guess = dedupe_scale.run(args).rows
+    assert guess["measured or projected"] == "projected" and guess["seconds"] > row["seconds"]
     assert row["image rows"] == 5250
     assert row["copies clustered"] == "50/50" and row["colourways merged"] == "0/50"
     assert row["exact rows"] > 200  # 250 rows reuse an image; a few join a near copy's cluster
