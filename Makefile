@@ -13,8 +13,6 @@ export PIPELINE_DATA_DIR ?= $(CURDIR)/data
 export CATALOGUE_URI ?= demo
 export MODEL_PRESET ?= tiny
 export WANDB_MODE ?= offline
-# Instance profile: deploy/dagster.$(DAGSTER_PROFILE).yaml; PostgreSQL when DAGSTER_PG_URL is set.
-DAGSTER_PROFILE ?= $(if $(DAGSTER_PG_URL),postgres,local)
 # `make refresh GROUPS=ingest,images,curation` limits the refresh to some asset groups.
 GROUPS ?=
 export DAGSTER_CELERY_QUEUE ?= dagster
@@ -38,18 +36,19 @@ $(DEV_STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $(RUNTIME_STAMP) $(DEV_STAMP)
 
-# Writes $(DAGSTER_HOME)/dagster.yaml from the profile once; an existing file is the operator's.
-instance:
-	mkdir -p "$(DAGSTER_HOME)"
-	test -f "$(DAGSTER_HOME)/dagster.yaml" || cp deploy/dagster.$(DAGSTER_PROFILE).yaml "$(DAGSTER_HOME)/dagster.yaml"
+# Writes $(DAGSTER_HOME)/dagster.yaml once (an existing file is the operator's): the local
+# profile, or the postgres one when DAGSTER_PG_URL is set. The CLI's ensure_instance_config
+# chooses; every CLI command runs it first, so demo/refresh/stale need no separate step.
+instance: setup
+	$(BIN)/python -m dagster_project.cli instance
 
-demo: setup instance
+demo: setup
 	$(BIN)/python -m dagster_project.cli demo
 
-refresh: setup instance
+refresh: setup
 	$(BIN)/python -m dagster_project.cli refresh $(if $(GROUPS),--groups $(GROUPS))
 
-stale: setup instance
+stale: setup
 	$(BIN)/python -m dagster_project.cli stale $(if $(GROUPS),--groups $(GROUPS))
 
 # `make trace MODEL=<model dir or run id>` / `make trace ROW=<row_id>`: what trained a checkpoint,

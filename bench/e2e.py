@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -24,9 +23,6 @@ from bench.common import Report, base_parser, publish
 GOAL_S = 600.0
 
 
-LOCAL_PROFILE = Path(__file__).resolve().parents[1] / "deploy" / "dagster.local.yaml"
-
-
 def _command(groups: Sequence[str]) -> list[str]:
     command = [sys.executable, "-m", "dagster_project.cli", "demo"]
     return command + (["--groups", ",".join(groups)] if groups else [])
@@ -36,10 +32,9 @@ def run_demo(
     home: Path, data_dir: Path, catalogue: str, timeout_s: float, groups: Sequence[str] = ()
 ) -> tuple[float, int, str]:
     """(wall seconds, exit code, output tail) of the CLI in a clean environment."""
-    home.mkdir(parents=True, exist_ok=True)
-    shutil.copy(LOCAL_PROFILE, home / "dagster.yaml")  # what `make instance` installs
+    # No DAGSTER_PG_URL: the CLI gives the bare home the local profile, as `make instance` would.
     env = {
-        **os.environ,
+        **{k: v for k, v in os.environ.items() if k != "DAGSTER_PG_URL"},
         "DAGSTER_HOME": str(home),
         "PIPELINE_DATA_DIR": str(data_dir),
         "CATALOGUE_URI": catalogue,

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from assets.resources import PROJECT_ROOT
 from dagster_project.automation import CATALOGUE_SOURCE, PIPELINE_SELECTION
 from dagster_project.refresh import (
     DEFAULT_TARGET,
@@ -29,12 +30,13 @@ from dagster_project.refresh import (
 __all__ = ["RefreshResult", "Target", "main", "refresh", "selection_for"]
 
 
-DEPLOY_DIR = Path(__file__).resolve().parents[1] / "deploy"
+DEPLOY_DIR = PROJECT_ROOT / "deploy"
 
 
 def ensure_instance_config() -> None:
-    """What `make instance` does, for a DAGSTER_HOME without a dagster.yaml: the local profile
-    (runs start at once), or the team one when DAGSTER_PG_URL is set. Dagster's own default
+    """For a DAGSTER_HOME without a dagster.yaml (`make instance`, and every command here): the
+    local profile (runs start at once), or the team one when DAGSTER_PG_URL is set. Dagster's
+    own default
     would queue every submitted run for a daemon that a terminal session does not run. An
     existing file is the operator's and stays as it is."""
     home = os.environ.get("DAGSTER_HOME")
@@ -76,7 +78,7 @@ def main(argv: list[str] | None = None, target: Target = DEFAULT_TARGET) -> int:
 
         return lineage_main(argv)
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("command", choices=["demo", "refresh", "stale"])
+    parser.add_argument("command", choices=["demo", "refresh", "stale", "instance"])
     parser.add_argument(
         "--groups",
         default="",
@@ -85,6 +87,8 @@ def main(argv: list[str] | None = None, target: Target = DEFAULT_TARGET) -> int:
     args = parser.parse_args(argv)
     selection = selection_for([g for g in args.groups.split(",") if g.strip()])
     ensure_instance_config()
+    if args.command == "instance":
+        return 0
     instance = dg.DagsterInstance.get()
     if args.command == "stale":
         keys = requested_now(instance, target, selection)

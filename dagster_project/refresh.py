@@ -21,7 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from importlib import import_module
@@ -30,6 +30,7 @@ from typing import Any
 
 import dagster as dg
 
+from assets.resources import PROJECT_ROOT
 from curation.catalogue import source_fingerprint
 from dagster_project.automation import CATALOGUE_SOURCE, PIPELINE_SELECTION
 
@@ -63,8 +64,6 @@ mutation LaunchRun($executionParams: ExecutionParams!) {
 }
 """
 DEFINITIONS_MODULE = "dagster_project.definitions"
-# The repository root: the working directory code locations resolve our packages from.
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
 CODE_SERVER_START_S = 120.0
 # A queued run that no daemon picks up within this time means the instance has no daemon.
 QUEUED_WITHOUT_DAEMON_S = 60.0
@@ -234,6 +233,7 @@ def code_server(instance: dg.DagsterInstance, target: Target) -> Iterator[list[s
         entry = {"grpc_server": {"socket": str(socket), "location_name": location_name}}
         workspace.write_text(json.dumps({"load_from": [entry]}))  # JSON is YAML
         command = [_dagster_cli("dagster"), "code-server", "start", *location_args]
+        # Our packages resolve from the repository root, whatever the caller's directory holds.
         command += ["-d", str(PROJECT_ROOT), "--socket", str(socket)]
         command += ["--location-name", location_name]
         # Own session: the server (a proxy and the server process it starts) goes as a group.
@@ -252,19 +252,36 @@ def code_server(instance: dg.DagsterInstance, target: Target) -> Iterator[list[s
             server.wait()
 
 
+@contextmanager
+def lazy_code_server(
+    instance: dg.DagsterInstance, target: Target
+) -> Iterator[Callable[[], list[str]]]:
+    """Yields a function that returns the `code_server` arguments, starting the server on its
+    first call: a refresh that finds nothing to do starts none."""
+    with ExitStack() as stack:
+        started: list[str] = []
+
+        def workspace_args() -> list[str]:
+            if not started:
+                started.extend(stack.enter_context(code_server(instance, target)))
+            return started
+
+        yield workspace_args
+
+
 def submit(
     instance: dg.DagsterInstance,
     target: Target,
     keys: Sequence[dg.AssetKey],
+    workspace_args: Sequence[str],
     tags: Mapping[str, str] | None = None,
-    workspace_args: Sequence[str] | None = None,
 ) -> dg.DagsterRun:
     """One run of `keys` (and their checks), submitted to `instance` as the UI submits one:
-    the `launchRun` mutation through the `dagster-graphql` CLI, which hands the run to the
-    instance's run coordinator and launcher. Returns the run once it has finished. The job's
-    own tags (its retry policy) come with it. Without `workspace_args` (a `code_server`), the
-    CLI loads the code location itself."""
-    location_args, location_name = target.code_location()
+    the `launchRun` mutation through the `dagster-graphql` CLI, which reaches the code location
+    through `workspace_args` (a `code_server`) and hands the run to the instance's run
+    coordinator and launcher. Returns the run once it has finished. The job's own tags (its
+    retry policy) come with it."""
+    _, location_name = target.code_location()
     params = {
         "selector": {
             "repositoryLocationName": location_name,
@@ -277,9 +294,7 @@ def submit(
     }
     with tempfile.TemporaryDirectory() as scratch:
         response_path = Path(scratch) / "response.json"
-        command = [_dagster_cli("dagster-graphql"), *(workspace_args or location_args)]
-        command += ["-d", str(PROJECT_ROOT)] if workspace_args is None else []
-        command += ["-t", LAUNCH_RUN_MUTATION]
+        command = [_dagster_cli("dagster-graphql"), *workspace_args, "-t", LAUNCH_RUN_MUTATION]
         command += ["-v", json.dumps({"executionParams": params}), "-o", str(response_path)]
         launched = subprocess.run(command, env=launch_env(instance, target), check=False)
         response = json.loads(response_path.read_text()) if response_path.exists() else {}
@@ -315,34 +330,42 @@ def refresh(
 ) -> RefreshResult:
     """Observe, evaluate, run what is requested, repeat until nothing is requested."""
     defs = target.load()
+    with one_refresh_at_a_time(instance), lazy_code_server(instance, target) as workspace_args:
+        return _run_requested(instance, defs, target, selection, max_runs, workspace_args)
+
+
+def _run_requested(
+    instance: dg.DagsterInstance,
+    defs: dg.Definitions,
+    target: Target,
+    selection: dg.AssetSelection,
+    max_runs: int,
+    workspace_args: Callable[[], list[str]],
+) -> RefreshResult:
+    """Steps 1-3 of a refresh, under its lock and with its code server."""
     result = RefreshResult(success=True)
-    workspace_args: list[str] | None = None  # a code server, started for the first run
-    with one_refresh_at_a_time(instance), ExitStack() as server:
-        observe_catalogue(instance, defs)
-        cursor = load_cursor(instance)
-        while len(result.waves) < max_runs:
-            keys, cursor = evaluate(instance, defs, selection, cursor)
-            save_cursor(instance, cursor)
-            if not keys:
-                busy = runs_in_progress(instance)
-                if not busy:
-                    print(
-                        "Up to date."
-                        if result.waves
-                        else "Nothing to do: every asset is up to date."
-                    )
-                    return result
-                print(f"Waiting for {len(busy)} run(s) in progress before deciding what is left.")
-                wait_for_runs(instance, busy)
-                continue
-            print(f"Run {len(result.waves) + 1}: materializing {_names(keys)}")
-            workspace_args = workspace_args or server.enter_context(code_server(instance, target))
-            run = submit(instance, target, keys, workspace_args=workspace_args)
-            result.waves.append(keys)
-            result.run_ids.append(run.run_id)
-            if not run.is_success:
-                result.success = False
+    observe_catalogue(instance, defs)
+    cursor = load_cursor(instance)
+    while len(result.waves) < max_runs:
+        keys, cursor = evaluate(instance, defs, selection, cursor)
+        save_cursor(instance, cursor)
+        if not keys:
+            busy = runs_in_progress(instance)
+            if not busy:
+                print(
+                    "Up to date." if result.waves else "Nothing to do: every asset is up to date."
+                )
                 return result
+            print(f"Waiting for {len(busy)} run(s) in progress before deciding what is left.")
+            wait_for_runs(instance, busy)
+            continue
+        print(f"Run {len(result.waves) + 1}: materializing {_names(keys)}")
+        run = submit(instance, target, keys, workspace_args())
+        result.waves.append(keys)
+        result.run_ids.append(run.run_id)
+        if not run.is_success:
+            result.success = False
+            return result
     result.success = False  # still requesting after max_runs: outputs that never settle
     return result
 
@@ -351,16 +374,18 @@ def materialize_all(
     instance: dg.DagsterInstance,
     target: Target = DEFAULT_TARGET,
     selection: dg.AssetSelection = PIPELINE_SELECTION,
+    max_runs: int = 32,
 ) -> RefreshResult:
     """`make demo`: everything selected in one run, whatever its state, then a refresh so the
-    stored cursor knows this state (the next `make refresh` starts from here)."""
+    stored cursor knows this state (the next `make refresh` starts from here); both through one
+    code server."""
     defs = target.load()
-    with one_refresh_at_a_time(instance):
+    with one_refresh_at_a_time(instance), lazy_code_server(instance, target) as workspace_args:
         observe_catalogue(instance, defs)
         keys = _sorted(selection.resolve(defs.resolve_asset_graph()))
         print(f"Materializing {len(keys)} assets: {_names(keys)}")
-        run = submit(instance, target, keys)
-    if not run.is_success:
-        return RefreshResult(False, [keys], [run.run_id])
-    after = refresh(instance, target, selection)
+        run = submit(instance, target, keys, workspace_args())
+        if not run.is_success:
+            return RefreshResult(False, [keys], [run.run_id])
+        after = _run_requested(instance, defs, target, selection, max_runs, workspace_args)
     return RefreshResult(after.success, [keys, *after.waves], [run.run_id, *after.run_ids])

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from dagster_project.cli import DEPLOY_DIR, ensure_instance_config
+from dagster_project.cli import DEPLOY_DIR, ensure_instance_config, main
 
 
 def test_a_bare_home_gets_the_local_profile(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -27,3 +27,11 @@ def test_pg_url_picks_the_team_profile_and_an_existing_file_stays(
     (tmp_path / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     ensure_instance_config()
     assert (tmp_path / "dagster.yaml").read_text() == "telemetry:\n  enabled: false\n"
+
+
+def test_make_instance_runs_the_same_choice(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("DAGSTER_PG_URL", raising=False)
+    assert main(["instance"]) == 0
+    written = (tmp_path / "home" / "dagster.yaml").read_text()
+    assert written == (DEPLOY_DIR / "dagster.local.yaml").read_text()

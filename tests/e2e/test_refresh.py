@@ -23,6 +23,7 @@ from dagster_project.refresh import (
     DEFAULT_TARGET,
     RefreshResult,
     Target,
+    code_server,
     evaluate,
     load_cursor,
     observe_catalogue,
@@ -289,7 +290,8 @@ def test_automation_sensor_requests_exactly_what_a_changed_catalogue_changes(
     requested, cursor = evaluate(ws.instance, ws.defs, SELECTION, cursor)
     save_cursor(ws.instance, cursor)  # the daemon keeps its cursor after every tick
     assert requested == [dg.AssetKey("raw_catalogue")]
-    assert submit(ws.instance, DEFAULT_TARGET, requested).is_success
+    with code_server(ws.instance, DEFAULT_TARGET) as workspace_args:
+        assert submit(ws.instance, DEFAULT_TARGET, requested, workspace_args).is_success
     requested, cursor = evaluate(ws.instance, ws.defs, SELECTION, cursor)
     save_cursor(ws.instance, cursor)
     assert {k.to_user_string() for k in requested} == {"validated_products", "rejected_rows"}
@@ -319,8 +321,10 @@ def test_every_multi_asset_output_is_selectable_alone(ws: Workspace) -> None:
     for key in ws.defs.resolve_asset_graph().materializable_asset_keys:
         assert job.get_subset(asset_selection={key}).asset_layer.selected_asset_keys == {key}
     n_before = n_runs(ws)
-    for name in ("validated_products", "rejected_rows", "curated_products"):
-        assert submit(ws.instance, DEFAULT_TARGET, [dg.AssetKey(name)]).is_success, name
+    with code_server(ws.instance, DEFAULT_TARGET) as workspace_args:
+        for name in ("validated_products", "rejected_rows", "curated_products"):
+            run = submit(ws.instance, DEFAULT_TARGET, [dg.AssetKey(name)], workspace_args)
+            assert run.is_success, name
     cli = subprocess.run(
         [str(Path(sys.executable).parent / "dagster"), "asset", "materialize"]
         + ["-m", "dagster_project.definitions", "--select", "curation_ledger"],
