@@ -59,6 +59,9 @@ def ui_env(tmp_path_factory, demo_catalogue) -> dict[str, str]:
     with pytest.MonkeyPatch.context() as mp:
         for name, value in env.items():
             mp.setenv(name, value)
+        # The setup's steps run in its run worker (one process instead of one per step, ~20 s
+        # less); the UI's run, what is under test, keeps the default executor: `env` lacks this.
+        mp.setenv("DAGSTER_EXECUTOR", "in_process")
         instance = dg.DagsterInstance.from_config(str(home))
         assert refresh(instance, DEFAULT_TARGET, selection_for(["ingest", "images"])).success
         instance.dispose()
