@@ -50,9 +50,12 @@ def _replacing(fs: fsspec.AbstractFileSystem, target: str) -> Iterator[str]:
             os.replace(tmp, target)
         else:
             fs.mv(tmp, target)
-    finally:
+    except BaseException:
+        # Only a failed write leaves the temporary: after the move it is gone, and asking an
+        # object store whether it still exists costs a HEAD and a LIST per written object.
         if fs.exists(tmp):
             fs.rm(tmp)
+        raise
 
 
 @contextlib.contextmanager
