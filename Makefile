@@ -70,7 +70,7 @@ ui: setup instance
 worker: setup instance
 	$(BIN)/python -m pip install --quiet -e '.[deploy]'
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dagster-celery worker start -A dagster_celery.app \
-		-y deploy/celery-worker.yaml -q $(DAGSTER_CELERY_QUEUE)
+		-y deploy/celery-worker.yaml -q $(DAGSTER_CELERY_QUEUE) -- --prefetch-multiplier=1 -O fair
 
 lint: setup-dev
 	$(BIN)/ruff check .

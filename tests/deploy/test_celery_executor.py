@@ -43,11 +43,15 @@ def data_versions(instance: dg.DagsterInstance) -> dict[str, str]:
     return versions
 
 
-def start_worker(env: dict[str, str], queue: str, log: Path) -> subprocess.Popen:
+def start_worker(
+    env: dict[str, str], queue: str, log: Path, name: str = "", concurrency: int = 2
+) -> subprocess.Popen:
     command = [
         str(BIN / "dagster-celery"),
-        *("worker", "start", "-A", "dagster_celery.app", "-q", queue, "-n", queue),
-        *("-y", str(REPO_ROOT / "deploy" / "celery-worker.yaml"), "--", "--concurrency=2"),
+        *("worker", "start", "-A", "dagster_celery.app", "-q", queue, "-n", name or queue),
+        *("-y", str(REPO_ROOT / "deploy" / "celery-worker.yaml"), "--"),
+        # One task reserved at a time: a free worker takes the next shard, not a busy one.
+        *(f"--concurrency={concurrency}", "--prefetch-multiplier=1", "-O", "fair"),
     ]
     with open(log, "wb") as handle:
         worker = subprocess.Popen(
@@ -88,11 +92,14 @@ def worker_process_ids(worker: subprocess.Popen) -> set[int]:
     return {root.pid, *(child.pid for child in root.children(recursive=True))}
 
 
-def test_curate_job_steps_run_in_celery_worker_with_in_process_results(
+def test_curate_job_shards_fan_out_over_two_celery_workers_with_in_process_results(
     tmp_path, demo_catalogue
 ) -> None:
+    """Two workers listen on the run's queue: each runs shards of the per-image assets, and
+    the results equal an in-process run's."""
     require_service("RabbitMQ", "127.0.0.1", 5672)
     queue, catalogue, home, env = celery_env(tmp_path, demo_catalogue)
+    env["PIPELINE_IMAGE_SHARDS"] = "4"
     instance = dg.DagsterInstance.from_config(str(home))
     # Settings are EnvVars, read when the run starts: the reference run needs the env too.
     with pytest.MonkeyPatch.context() as mp:
@@ -103,18 +110,23 @@ def test_curate_job_steps_run_in_celery_worker_with_in_process_results(
     assert reference.success
     expected = data_versions(instance)
 
-    worker = start_worker(env, queue, tmp_path / "worker.log")
+    workers = [
+        start_worker(env, queue, tmp_path / f"worker{i}.log", f"{queue}-{i}", concurrency=1)
+        for i in range(2)
+    ]
     try:
         launched = run_in_repo(
             [str(BIN / "dagster"), "job", "execute", "-m", "dagster_project.definitions"]
             + ["-j", "curate"],
             env,
-            timeout_s=240,
+            timeout_s=300,
         )
         assert launched.returncode == 0, launched.stdout[-3000:] + launched.stderr[-3000:]
-        worker_pids = worker_process_ids(worker)
+        pids_of_worker = [worker_process_ids(worker) for worker in workers]
     finally:
-        stop_process(worker)
+        for worker in workers:
+            stop_process(worker)
+    worker_pids = set().union(*pids_of_worker)
 
     run = instance.get_run_records(limit=1)[0].dagster_run
     assert run.run_id != reference.run_id and run.status == dg.DagsterRunStatus.SUCCESS
@@ -127,7 +139,7 @@ def test_curate_job_steps_run_in_celery_worker_with_in_process_results(
         and "Celery worker" in e.dagster_event.engine_event_data.metadata
     ]
     hosts = {e.dagster_event.engine_event_data.metadata["Celery worker"].value for e in delegated}
-    assert hosts and all(h.startswith(f"{queue}@") for h in hosts), hosts
+    assert {h.split("@")[0] for h in hosts} == {f"{queue}-0", f"{queue}-1"}, hosts
     step_starts = [
         e
         for e in events
@@ -136,6 +148,12 @@ def test_curate_job_steps_run_in_celery_worker_with_in_process_results(
     assert len(delegated) == len(step_starts) >= 7  # one Celery task per step
     step_pids = {e.dagster_event.pid for e in step_starts}
     assert step_pids <= worker_pids and os.getpid() not in step_pids, (step_pids, worker_pids)
+    shard_pids = {
+        e.dagster_event.pid for e in step_starts if "_shard[" in (e.dagster_event.step_key or "")
+    }
+    assert len(shard_pids) >= 2  # 4 shards x 3 per-image assets, not all in one process
+    for pids in pids_of_worker:  # every worker ran at least one shard
+        assert shard_pids & pids, (shard_pids, pids_of_worker)
     assert data_versions(instance) == expected  # content-derived: identical results
     instance.dispose()
 
