@@ -86,8 +86,8 @@ class ProductImagesConfig(dg.Config):
     """When a shard is fetched again."""
 
     # Off (the default): a shard whose URLs all have a result keeps it, failures included, so a
-    # refresh after a catalogue edit touches only the shards the edit reached. On: every shard
-    # runs and retries its failed URLs (stored images are still never fetched twice).
+    # refresh after a catalogue edit touches only the shards the edit reached. On: the shards
+    # holding failed URLs run again and retry them (stored images are never fetched twice).
     retry_failed: bool = False
 
 
