@@ -98,9 +98,9 @@ class ImageServer:
     """`with ImageServer(images, plan, latency_s=0.05) as server:` on 127.0.0.1, ephemeral port."""
 
     def __init__(
-        self, images: list[bytes], plan: list[str], latency_s: float, hang_s: float
+        self, images: list[bytes], plan: list[str], latency_s: float, hang_s: float, port: int = 0
     ) -> None:
-        self._httpd = _Server(("127.0.0.1", 0), _Handler)
+        self._httpd = _Server(("127.0.0.1", port), _Handler)
         srv = self._httpd
         srv.images, srv.plan, srv.latency_s, srv.hang_s = images, plan, latency_s, hang_s  # type: ignore[attr-defined]
         srv.stop = threading.Event()  # type: ignore[attr-defined]
@@ -131,11 +131,16 @@ class ImageServer:
 
 
 def _serve(
-    images: list[bytes], plan: list[str], latency_s: float, cpus: set[int], conn: Connection
+    images: list[bytes],
+    plan: list[str],
+    latency_s: float,
+    cpus: set[int],
+    conn: Connection,
+    port: int = 0,
 ) -> None:
     if cpus:
         os.sched_setaffinity(0, cpus)
-    with ImageServer(images, plan, latency_s, hang_s=MAX_SERVER_LIFETIME_S) as server:
+    with ImageServer(images, plan, latency_s, MAX_SERVER_LIFETIME_S, port) as server:
         conn.send(server.port)
         conn.poll(MAX_SERVER_LIFETIME_S)  # any message (or the parent dying) means stop
 
@@ -145,12 +150,17 @@ class ServerProcess:
     for the GIL, which a real CDN does not. A fresh process per client resets the fault plan."""
 
     def __init__(
-        self, images: list[bytes], plan: list[str], latency_s: float, cpus: set[int]
+        self,
+        images: list[bytes],
+        plan: list[str],
+        latency_s: float,
+        cpus: set[int],
+        port: int = 0,  # 0: any free one; a fixed one gives a second server the same URLs
     ) -> None:
         context = multiprocessing.get_context("spawn")
         self._conn, child = context.Pipe()
         self._process = context.Process(
-            target=_serve, args=(images, plan, latency_s, cpus, child), daemon=True
+            target=_serve, args=(images, plan, latency_s, cpus, child, port), daemon=True
         )
         self._n = len(plan)
         self.port = 0
