@@ -123,8 +123,9 @@ def _trim(pixels: np.ndarray) -> tuple[int, int, int, int]:
     )
 
 
-def content_box(rgb: Image.Image) -> tuple[int, int, int, int]:
-    """(left, top, right, bottom) after trimming uniform lines from each side.
+def content_box(luma: Image.Image) -> tuple[int, int, int, int]:
+    """(left, top, right, bottom) of a luminance picture after trimming uniform lines from
+    each side.
 
     Each line is judged against its own mean, so white bars around a grey backdrop trim, bars
     first, backdrop after. Trimming repeats on what is left: a row crossing white bars and a
@@ -132,7 +133,7 @@ def content_box(rgb: Image.Image) -> tuple[int, int, int, int]:
     keeps its size. Lines are judged on luminance: a third of the work of judging colour, and
     letterbox bars and backdrops differ from a product in tone, not in hue alone.
     """
-    pixels = np.asarray(rgb.convert("L"), dtype=np.int16)
+    pixels = np.asarray(luma, dtype=np.int16)
     height, width = pixels.shape
     top, bottom, left, right = 0, height, 0, width
     for _ in range(TRIM_PASSES):
@@ -184,8 +185,9 @@ def colour_signature(view: Image.Image) -> bytes:
     return bytes([mean_chroma, *(int(v) for v in hues)])
 
 
-def _view_hashes(view: Image.Image, *, require_structure: bool) -> ViewHashes:
-    gray = view.convert("L")
+def _view_hashes(view: Image.Image, gray: Image.Image, *, require_structure: bool) -> ViewHashes:
+    """`gray` is the view's luminance (cut from the whole picture's: conversion is per pixel,
+    so the same pixels as converting the view)."""
     if min(gray.size) >= 2 * HASH_PX:
         gray = gray.reduce(min(gray.size) // HASH_PX)
     colour = colour_signature(view)
@@ -197,8 +199,15 @@ def _view_hashes(view: Image.Image, *, require_structure: bool) -> ViewHashes:
 def product_views(rgb: Image.Image) -> dict[str, ViewHashes]:
     """The whole, box and centre views of a normalised RGB picture, hashed and colour-signed."""
     work = working_picture(rgb)
+    luma = work.convert("L")  # once: the box search and every view's hashes read it
+    whole = _view_hashes(work, luma, require_structure=False)
+    box = content_box(luma)
+    centre = centre_box(work.size)
     return {
-        "whole": _view_hashes(work, require_structure=False),
-        "box": _view_hashes(work.crop(content_box(work)), require_structure=False),
-        "centre": _view_hashes(work.crop(centre_box(work.size)), require_structure=True),
+        "whole": whole,
+        # A box that is the whole frame is the same picture: the same hashes and colour.
+        "box": whole
+        if box == (0, 0, *work.size)
+        else _view_hashes(work.crop(box), luma.crop(box), require_structure=False),
+        "centre": _view_hashes(work.crop(centre), luma.crop(centre), require_structure=True),
     }

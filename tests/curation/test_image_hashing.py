@@ -173,3 +173,45 @@ def test_views_see_past_padding_and_a_corner_badge(tmp_path: Path) -> None:
     assert bits("original", "padded", "box_phash") <= 4 < bits("original", "padded", "phash")
     assert bits("original", "badged", "centre_phash") == 0
     assert rows["original"]["centre_colour"] == rows["badged"]["centre_colour"]
+
+
+def _views_one_by_one(rgb: Image.Image) -> dict[str, tuple]:
+    """Each view converted, shrunk and hashed on its own with imagehash: what product_views
+    computes by sharing the luminance and a whole-frame box."""
+    from curation.images import views as v
+
+    work = v.working_picture(rgb)
+
+    def hashed(view: Image.Image, require_structure: bool) -> tuple:
+        gray = view.convert("L")
+        if min(gray.size) >= 2 * v.HASH_PX:
+            gray = gray.reduce(min(gray.size) // v.HASH_PX)
+        colour = v.colour_signature(view)
+        if require_structure and float(np.asarray(gray).std()) < v.MIN_VIEW_STD:
+            return None, None, colour
+        return _as_int(imagehash.phash(gray)), _as_int(imagehash.dhash(gray)), colour
+
+    return {
+        "whole": hashed(work, False),
+        "box": hashed(work.crop(v.content_box(work.convert("L"))), False),
+        "centre": hashed(work.crop(v.centre_box(work.size)), True),
+    }
+
+
+def test_views_equal_hashing_each_view_on_its_own(demo_catalogue) -> None:
+    from curation.images.decode import load_normalised
+    from curation.images.views import product_views
+
+    files = sorted(demo_catalogue.images_dir.iterdir())[::6]  # ~500 of the demo files
+    whole_frame_boxes = 0
+    for path in files:
+        try:
+            rgb = load_normalised(str(path), draft_size=ih.DRAFT_SIZE)
+        except ih.UnreadableImage:
+            continue
+        ours = product_views(rgb)
+        expected = _views_one_by_one(rgb)
+        got = {name: (h.phash, h.dhash, h.colour) for name, h in ours.items()}
+        assert got == expected, path.name
+        whole_frame_boxes += ours["box"] is ours["whole"]
+    assert whole_frame_boxes > 0  # the shortcut for a box that is the whole frame is exercised
