@@ -315,7 +315,9 @@ def run(args: argparse.Namespace) -> tuple[Report, Report]:
         "2x faster on 2 busy cores; shard concurrency says how many ran at once, the rates say "
         "what each got.",
         "An asset's seconds are its first step start to its last step success (plan, shards, "
-        "collect); shard concurrency is the sum of its shard seconds over that wall.",
+        "collect); shard concurrency is the sum of its shard seconds over that wall. "
+        "image_hashes and image_quality both read product_images only and run side by side, "
+        "so their walls overlap.",
     ]
     measured = Report("sharded", "Sharded curate on Celery workers (17: measured in small)",
                       shard_rows(a) + shard_rows(b), notes)  # fmt: skip
