@@ -13,6 +13,7 @@ import os
 import socket
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import dagster as dg
 import polars as pl
@@ -98,6 +99,25 @@ def run_shard(
         seconds=round(time.monotonic() - started, 3),
         host=socket.gethostname(),
         pid=os.getpid(),
+    )
+
+
+def sharded_asset(
+    group: str,
+    code_version: str,
+    config: type[dg.Config] | None = None,
+    config_op: str = "",
+) -> Callable[[Callable[..., Any]], dg.AssetsDefinition]:
+    """`@dg.graph_asset` for a sharded table; `config` is the asset's own config (what the UI's
+    launchpad shows under the asset), handed to the op `config_op` inside it."""
+    mapping = None
+    if config is not None:
+        mapping = dg.ConfigMapping(
+            config_fn=lambda values: {config_op: {"config": values}},
+            config_schema=config.to_config_schema(),
+        )
+    return dg.graph_asset(
+        group_name=group, code_version=code_version, kinds={"polars"}, config=mapping
     )
 
 

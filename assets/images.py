@@ -17,6 +17,7 @@ from assets._shards import (
     run_shard,
     shard_metadata,
     shard_store,
+    sharded_asset,
 )
 from assets.resources import DownloadSettings, PipelineSettings
 from curation.dedupe import duplicate_clusters as cluster_duplicates
@@ -170,15 +171,7 @@ def collect_product_images(
     )
 
 
-@dg.graph_asset(
-    group_name=GROUP,
-    code_version="3",
-    kinds={"polars"},
-    config=dg.ConfigMapping(
-        config_fn=lambda c: {"plan_download_shards": {"config": c}},
-        config_schema=ProductImagesConfig.to_config_schema(),
-    ),
-)
+@sharded_asset(GROUP, "3", ProductImagesConfig, "plan_download_shards")
 def product_images(validated_products: pl.DataFrame) -> pl.DataFrame:
     """One row per validated row: where its image came from, what happened, where it lives,
     and where its normalised picture (what training sees) lives. Downloaded in shards of the
@@ -251,7 +244,7 @@ def collect_image_hashes(
     )
 
 
-@dg.graph_asset(group_name=GROUP, code_version="3", kinds={"polars"})
+@sharded_asset(GROUP, "3")
 def image_hashes(product_images: pl.DataFrame) -> pl.DataFrame:
     """phash + dhash of the whole picture, its content box and its centre, and each view's
     colour signature, per distinct stored image; computed once, in shards of the sha256s."""
@@ -327,15 +320,7 @@ def collect_image_quality(
     )
 
 
-@dg.graph_asset(
-    group_name=GROUP,
-    code_version="2",
-    kinds={"polars"},
-    config=dg.ConfigMapping(
-        config_fn=lambda c: {"collect_image_quality": {"config": c}},
-        config_schema=ImageQualityConfig.to_config_schema(),
-    ),
-)
+@sharded_asset(GROUP, "2", ImageQualityConfig, "collect_image_quality")
 def image_quality(product_images: pl.DataFrame) -> pl.DataFrame:
     """Quality measurements and flags per distinct stored image (its normalised picture),
     measured once, in shards of the sha256s; flags follow today's thresholds."""
