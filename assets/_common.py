@@ -7,8 +7,10 @@ from collections.abc import Callable
 from typing import Any
 
 import dagster as dg
+import fsspec
 import polars as pl
 
+from assets.resources import PipelineSettings
 from curation.catalogue import frame_fingerprint
 from schemas.markdown import markdown_table
 from schemas.progress import Progress, progress_lines
@@ -82,3 +84,13 @@ def counts_markdown(counts: dict[str, int], key: str = "value") -> str:
     if not counts:
         return "_(none)_"
     return markdown_table((key, "rows"), sorted(counts.items(), key=lambda item: -item[1]))
+
+
+def previous_table(settings: PipelineSettings, name: str) -> pl.DataFrame | None:
+    """The asset's last stored output, for row-level reuse (None on the first run)."""
+    path = settings.path(f"{name}.parquet")
+    fs, fs_path = fsspec.core.url_to_fs(path)
+    if not fs.exists(fs_path):
+        return None
+    with fs.open(fs_path, "rb") as handle:
+        return pl.read_parquet(handle)

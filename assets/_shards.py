@@ -19,6 +19,7 @@ import dagster as dg
 import polars as pl
 from pydantic import BaseModel
 
+from assets._common import previous_table
 from assets.resources import PipelineSettings
 from assets.values_io import VALUES_IO_MANAGER_KEY
 from curation.shards import SHARD_COLUMN, ShardStore, keys_of, shards_to_run
@@ -75,20 +76,23 @@ def plan(
 
 
 def run_shard(
-    store: ShardStore,
+    pipeline: PipelineSettings,
+    name: str,
     task: ShardTask,
     wanted: pl.DataFrame,
     key: str,
     work: ShardWork,
-    fallback: pl.DataFrame | None,
 ) -> ShardResult:
-    """Computes one shard and stores its result; `fallback` (the asset's last whole table)
+    """Computes one shard of asset `name` and stores its result; the asset's last whole table
     stands in for a shard with no stored result yet, so a new shard count reuses old work."""
     started = time.monotonic()
+    store = shard_store(pipeline, name)
     keys = keys_of(wanted, task.shard, key)
     rows = wanted.filter(pl.col(SHARD_COLUMN) == task.shard).drop(SHARD_COLUMN)
     previous = store.read(task.shard)
-    frame, counts = work(rows, previous if previous is not None else fallback)
+    if previous is None:
+        previous = previous_table(pipeline, name)
+    frame, counts = work(rows, previous)
     store.write(task.shard, frame)
     return ShardResult(
         shard=task.shard,

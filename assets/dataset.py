@@ -8,9 +8,9 @@ from assets._common import (
     frame_markdown,
     log_progress,
     no_rows_check,
+    previous_table,
     table_output,
 )
-from assets.images import previous_table
 from assets.resources import PipelineSettings
 from assets.values_io import VALUES_IO_MANAGER_KEY
 from curation.catalogue import frame_fingerprint

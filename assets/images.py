@@ -4,7 +4,6 @@ from collections.abc import Iterator
 from dataclasses import replace
 
 import dagster as dg
-import fsspec
 import polars as pl
 
 from assets._common import counts_markdown, log_progress, table_output
@@ -38,16 +37,6 @@ from schemas.tables import (
 GROUP = "images"
 # Network-bound: a flaky network or a restarted bucket is worth a couple of step retries.
 NETWORK_RETRY = dg.RetryPolicy(max_retries=2, delay=10, backoff=dg.Backoff.EXPONENTIAL)
-
-
-def previous_table(settings: PipelineSettings, name: str) -> pl.DataFrame | None:
-    """The asset's last stored output, for row-level reuse (None on the first run)."""
-    path = settings.path(f"{name}.parquet")
-    fs, fs_path = fsspec.core.url_to_fs(path)
-    if not fs.exists(fs_path):
-        return None
-    with fs.open(fs_path, "rb") as handle:
-        return pl.read_parquet(handle)
 
 
 # DownloadSettings fields that DownloadPolicy takes as they are (same name and unit); schemes
@@ -139,8 +128,7 @@ def download_shard(
         return fetched, {**counts, "reused": stats.reused, "ok": stats.ok}
 
     wanted = _wanted_urls(validated_products, task.n_shards)
-    fallback = previous_table(pipeline, "product_images")
-    return run_shard(shard_store(pipeline, "product_images"), task, wanted, "url", work, fallback)
+    return run_shard(pipeline, "product_images", task, wanted, "url", work)
 
 
 @dg.op
@@ -224,8 +212,7 @@ def hash_shard(
         return hashes, {"computed": _computed(rows, previous, HASH_REUSABLE)}
 
     wanted = _wanted_images(product_images, task.n_shards)
-    fallback = previous_table(pipeline, "image_hashes")
-    return run_shard(shard_store(pipeline, "image_hashes"), task, wanted, "sha256", work, fallback)
+    return run_shard(pipeline, "image_hashes", task, wanted, "sha256", work)
 
 
 @dg.op
@@ -285,9 +272,7 @@ def measure_shard(
         return quality, {"computed": _computed(rows, previous, QUALITY_REUSABLE)}
 
     wanted = _wanted_images(product_images, task.n_shards)
-    fallback = previous_table(pipeline, "image_quality")
-    store = shard_store(pipeline, "image_quality")
-    return run_shard(store, task, wanted, "sha256", work, fallback)
+    return run_shard(pipeline, "image_quality", task, wanted, "sha256", work)
 
 
 @dg.op
