@@ -22,9 +22,14 @@ from assets.resources import DownloadSettings, PipelineSettings
 from curation.dedupe import duplicate_clusters as cluster_duplicates
 from curation.dedupe_confirm import DEFAULT_RULE
 from curation.download import DownloadPolicy, fetch_images, fetch_stats
-from curation.images.hashing import HASH_VERSION, compute_image_hashes
+from curation.images.hashing import REUSABLE_HASHES, compute_image_hashes
 from curation.images.normalised import attach_normalised
-from curation.images.quality import DEFAULT_THRESHOLDS, compute_image_quality, flag_counts
+from curation.images.quality import (
+    DEFAULT_THRESHOLDS,
+    REUSABLE_MEASURES,
+    compute_image_quality,
+    flag_counts,
+)
 from curation.images.sniff import DEFAULT_ALLOWED_FORMATS
 from curation.shards import SHARD_COLUMN, gather, unanswered, with_shards
 from schemas.tables import (
@@ -182,21 +187,13 @@ def _computed(rows: pl.DataFrame, previous: pl.DataFrame | None, reusable: pl.Ex
     return unanswered(rows.select("sha256"), previous, "sha256", reusable)
 
 
-# A stored row that compute_image_hashes / compute_image_quality would keep as it is.
-HASH_REUSABLE = (
-    (pl.col("hash_version") == HASH_VERSION)
-    & pl.col("phash").is_not_null()
-    & pl.col("dhash").is_not_null()
-)
-QUALITY_REUSABLE = pl.col("width").is_not_null()
-
-
 @dg.op(out=TASKS_OUT)
 def plan_hash_shards(
     context: dg.OpExecutionContext, pipeline: PipelineSettings, product_images: pl.DataFrame
 ) -> Iterator[dg.DynamicOutput[ShardTask]]:
     wanted = _wanted_images(product_images, pipeline.image_shards)
-    yield from plan(context, shard_store(pipeline, "image_hashes"), wanted, "sha256", HASH_REUSABLE)
+    store = shard_store(pipeline, "image_hashes")
+    yield from plan(context, store, wanted, "sha256", REUSABLE_HASHES)
 
 
 @dg.op(out=RESULT_OUT)
@@ -209,7 +206,7 @@ def hash_shard(
     def work(rows: pl.DataFrame, previous: pl.DataFrame | None) -> tuple[pl.DataFrame, dict]:
         progress = log_progress(context, f"hashing, shard {task.shard}")
         hashes = compute_image_hashes(rows, previous=previous, progress=progress)
-        return hashes, {"computed": _computed(rows, previous, HASH_REUSABLE)}
+        return hashes, {"computed": _computed(rows, previous, REUSABLE_HASHES)}
 
     wanted = _wanted_images(product_images, task.n_shards)
     return run_shard(pipeline, "image_hashes", task, wanted, "sha256", work)
@@ -256,7 +253,7 @@ def plan_quality_shards(
 ) -> Iterator[dg.DynamicOutput[ShardTask]]:
     wanted = _wanted_images(product_images, pipeline.image_shards)
     store = shard_store(pipeline, "image_quality")
-    yield from plan(context, store, wanted, "sha256", QUALITY_REUSABLE)
+    yield from plan(context, store, wanted, "sha256", REUSABLE_MEASURES)
 
 
 @dg.op(out=RESULT_OUT)
@@ -269,7 +266,7 @@ def measure_shard(
     def work(rows: pl.DataFrame, previous: pl.DataFrame | None) -> tuple[pl.DataFrame, dict]:
         progress = log_progress(context, f"image quality, shard {task.shard}")
         quality = compute_image_quality(rows, previous, progress=progress)
-        return quality, {"computed": _computed(rows, previous, QUALITY_REUSABLE)}
+        return quality, {"computed": _computed(rows, previous, REUSABLE_MEASURES)}
 
     wanted = _wanted_images(product_images, task.n_shards)
     return run_shard(pipeline, "image_quality", task, wanted, "sha256", work)

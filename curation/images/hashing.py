@@ -74,6 +74,14 @@ def hash_image(path: str) -> HashRow:
         return dict(_NULL_ROW)
 
 
+# A stored row this version keeps as it is (null hashes are retried: see compute_image_hashes).
+REUSABLE_HASHES = (
+    (pl.col("hash_version") == HASH_VERSION)
+    & pl.col("phash").is_not_null()
+    & pl.col("dhash").is_not_null()
+)
+
+
 def _reusable(previous: pl.DataFrame, todo: pl.DataFrame) -> pl.DataFrame:
     """The previous rows this run may keep: this version's, hashed, for a sha256 still wanted."""
     if "hash_version" not in previous.columns:
@@ -81,11 +89,7 @@ def _reusable(previous: pl.DataFrame, todo: pl.DataFrame) -> pl.DataFrame:
     return (
         previous.select(list(IMAGE_HASHES_SCHEMA))
         .cast(IMAGE_HASHES_SCHEMA)
-        .filter(
-            (pl.col("hash_version") == HASH_VERSION)
-            & pl.col("phash").is_not_null()
-            & pl.col("dhash").is_not_null()
-        )
+        .filter(REUSABLE_HASHES)
         .join(todo.select("sha256"), on="sha256", how="semi")
         .unique(subset="sha256", keep="first")
     )

@@ -171,6 +171,10 @@ def _with_flags(measures: pl.DataFrame, thresholds: QualityThresholds) -> pl.Dat
     )
 
 
+# A stored row whose measurements are reused (an unreadable image has none and is measured again).
+REUSABLE_MEASURES = pl.col("width").is_not_null()
+
+
 def compute_image_quality(
     images: pl.DataFrame,
     previous: pl.DataFrame | None = None,
@@ -194,7 +198,7 @@ def compute_image_quality(
         cached = (
             previous.select(list(measure_schema))
             .cast(measure_schema)  # type: ignore[arg-type]
-            .filter(pl.col("width").is_not_null())
+            .filter(REUSABLE_MEASURES)
             .join(todo.select("sha256"), on="sha256", how="semi")
             .unique(subset="sha256", keep="first")
         )
