@@ -9,7 +9,6 @@ name for a later run to trust.
 
 from __future__ import annotations
 
-import contextlib
 import glob
 import hashlib
 import os
@@ -68,8 +67,18 @@ def remove_stale_temporaries(root: str, older_than_s: float = STALE_TMP_AGE_S) -
     for entry in glob.glob(
         os.path.join(glob.escape(fs_path), "**", f"{TMP_PREFIX}*"), recursive=True
     ):
-        if is_temporary(entry) and os.path.getmtime(entry) <= cutoff:
-            with contextlib.suppress(FileNotFoundError):  # a concurrent cleaner got it first
-                os.unlink(entry)
-                removed += 1
+        if is_temporary(entry) and _removed_if_older(entry, cutoff):
+            removed += 1
     return removed
+
+
+def _removed_if_older(path: str, cutoff: float) -> bool:
+    # Concurrent shards share the store: between the listing and here, another writer may have
+    # renamed its temporary into place, or another sweep may have removed it.
+    try:
+        if os.path.getmtime(path) > cutoff:
+            return False
+        os.unlink(path)
+    except FileNotFoundError:
+        return False
+    return True

@@ -687,3 +687,22 @@ def test_opening_the_store_sweeps_orphaned_temporaries_only(tmp_path: Path) -> N
     os.utime(orphan, (hour_ago, hour_ago))
     fetch_images([], str(tmp_path), FAST)
     assert not orphan.exists() and live.exists()
+
+
+def test_the_temporary_sweep_survives_a_concurrent_shard_renaming_its_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Shards share the store: a temporary listed by one shard's sweep can be renamed into place
+    by another shard before the sweep reads its age. The sweep skips it; the download goes on."""
+    folder = tmp_path / "images" / "ab"
+    folder.mkdir(parents=True)
+    stale = folder / ".tmp-0123456789abcdef0123456789abcdef.part"
+    stale.write_bytes(b"left by a crashed run")
+    os.utime(stale, (0, 0))
+    renamed = folder / ".tmp-fedcba9876543210fedcba9876543210.part"  # listed, then gone
+    real_glob = image_store.glob.glob
+    monkeypatch.setattr(
+        image_store.glob, "glob", lambda *a, **k: [*real_glob(*a, **k), str(renamed)]
+    )
+    assert image_store.remove_stale_temporaries(str(tmp_path), older_than_s=60) == 1
+    assert not stale.exists()
