@@ -21,14 +21,32 @@ import dagster as dg
 DEFAULT_BROKER = "pyamqp://guest:guest@127.0.0.1:5672//"
 DEFAULT_QUEUE = "dagster"
 # What the forkserver imports before it forks any step: the code location (and so dagster,
-# polars, PIL, numpy, datasets). It must not import torch: training runs in its own Pipes
-# subprocess, and a forked torch is neither needed nor fork-safe (tests/training/test_imports).
-FORKSERVER_PRELOAD = ["dagster_project.definitions"]
+# polars, PIL, numpy) and the instance's storage layer. It must not import torch: training runs
+# in its own Pipes subprocess, and a forked torch is neither needed nor fork-safe
+# (tests/training/test_imports).
+FORKSERVER_PRELOAD = ["dagster_project.definitions", "dagster_project.step_preload"]
+
+
+def max_concurrent_steps() -> int:
+    """Steps in flight at once: twice the cores by default, since a step spends its first
+    fraction of a second starting up and many (checks, collects, plans) little more; the
+    CPU-heavy shards then share the cores. `PIPELINE_MAX_CONCURRENT_STEPS` overrides it."""
+    configured = os.environ.get("PIPELINE_MAX_CONCURRENT_STEPS", "").strip()
+    if configured:
+        if not configured.isdigit() or int(configured) < 1:
+            raise ValueError(
+                f"PIPELINE_MAX_CONCURRENT_STEPS must be a positive integer, not {configured!r}"
+            )
+        return int(configured)
+    return 2 * (os.cpu_count() or 1)
 
 
 def multiprocess_executor() -> dg.ExecutorDefinition:
     return dg.multiprocess_executor.configured(
-        {"start_method": {"forkserver": {"preload_modules": FORKSERVER_PRELOAD}}},
+        {
+            "start_method": {"forkserver": {"preload_modules": FORKSERVER_PRELOAD}},
+            "max_concurrent": max_concurrent_steps(),
+        },
         name="multiprocess",
     )
 

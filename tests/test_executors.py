@@ -8,7 +8,7 @@ import sys
 import dagster as dg
 import pytest
 
-from dagster_project.executors import FORKSERVER_PRELOAD, executor_from_env
+from dagster_project.executors import FORKSERVER_PRELOAD, executor_from_env, max_concurrent_steps
 
 
 @dg.op
@@ -46,3 +46,18 @@ def test_an_unknown_executor_is_refused(monkeypatch) -> None:
     monkeypatch.setenv("DAGSTER_EXECUTOR", "threads")
     with pytest.raises(ValueError, match="multiprocess, in_process"):
         executor_from_env()
+
+
+def test_steps_in_flight_default_to_twice_the_cores(monkeypatch) -> None:
+    monkeypatch.delenv("PIPELINE_MAX_CONCURRENT_STEPS", raising=False)
+    monkeypatch.setattr("os.cpu_count", lambda: 3)
+    assert max_concurrent_steps() == 6
+    monkeypatch.setenv("PIPELINE_MAX_CONCURRENT_STEPS", "1")
+    assert max_concurrent_steps() == 1
+
+
+@pytest.mark.parametrize("bad", ["0", "-2", "many"])
+def test_a_bad_step_limit_is_refused(monkeypatch, bad: str) -> None:
+    monkeypatch.setenv("PIPELINE_MAX_CONCURRENT_STEPS", bad)
+    with pytest.raises(ValueError, match="positive integer"):
+        max_concurrent_steps()
