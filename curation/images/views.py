@@ -157,28 +157,34 @@ def centre_box(size: tuple[int, int]) -> tuple[int, int, int, int]:
     )
 
 
-def _srgb_to_ab(rgb: np.ndarray) -> np.ndarray:
-    """CIELAB (a*, b*) of sRGB pixels (..., 3) in 0..255, D65 white."""
-    xyz = _SRGB_TO_LINEAR[rgb] @ _RGB_TO_XYZ_OVER_WHITE
-    f = np.where(xyz > 216 / 24389, np.cbrt(xyz), (24389 / 27 * xyz + 16) / 116)
-    return np.stack([500 * (f[..., 0] - f[..., 1]), 200 * (f[..., 1] - f[..., 2])], axis=-1)
+def _srgb_to_ab(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """CIELAB a* and b* of sRGB pixels (..., 3) in 0..255, D65 white, one value per pixel."""
+    xyz = _SRGB_TO_LINEAR[rgb.reshape(-1, 3)] @ _RGB_TO_XYZ_OVER_WHITE
+    f = np.power(xyz, np.float32(1 / 3))  # 3x cheaper than np.cbrt, within 1 ulp of it
+    dark = xyz <= 216 / 24389  # the linear segment near black: rare, so patched in place
+    if dark.any():
+        f[dark] = (24389 / 27 * xyz[dark] + 16) / 116
+    return 500 * (f[:, 0] - f[:, 1]), 200 * (f[:, 1] - f[:, 2])
 
 
 def colour_signature(view: Image.Image) -> bytes:
     """The view's mean chroma (one byte) and its hue histogram weighted by chroma (HUE_BINS
     bytes summing to ~255; each pixel split between its two nearest bins, so a small hue
     change moves weight smoothly instead of flipping a bin)."""
-    thumb = view.convert("RGB")
-    thumb.thumbnail((COLOUR_PX, COLOUR_PX), Image.Resampling.BOX)
-    ab = _srgb_to_ab(np.asarray(thumb)).reshape(-1, 2)
-    chroma = np.hypot(ab[:, 0], ab[:, 1])
+    thumb = view if view.mode == "RGB" else view.convert("RGB")
+    if max(thumb.size) > COLOUR_PX:
+        thumb = thumb.copy()  # thumbnail works in place; the view is the caller's
+        thumb.thumbnail((COLOUR_PX, COLOUR_PX), Image.Resampling.BOX)
+    a, b = _srgb_to_ab(np.asarray(thumb))
+    chroma = np.hypot(a, b)
     weight = np.where(chroma >= MIN_PIXEL_CHROMA, chroma, 0.0)
-    position = (np.arctan2(ab[:, 1], ab[:, 0]) % (2 * np.pi)) / (2 * np.pi) * HUE_BINS
+    position = (np.arctan2(b, a) % (2 * np.pi)) / (2 * np.pi) * HUE_BINS
     lower = np.floor(position)
     upper_share = position - lower
     lower_bin = lower.astype(np.int64) % HUE_BINS
-    hist = np.bincount(lower_bin, weight * (1 - upper_share), HUE_BINS)
-    hist += np.bincount((lower_bin + 1) % HUE_BINS, weight * upper_share, HUE_BINS)
+    upper_weight = weight * upper_share
+    hist = np.bincount(lower_bin, weight - upper_weight, HUE_BINS)
+    hist += np.bincount((lower_bin + 1) % HUE_BINS, upper_weight, HUE_BINS)
     total = float(hist.sum())
     hues = np.rint(hist / total * 255) if total > 0 else np.zeros(HUE_BINS)
     mean_chroma = min(255, int(round(float(chroma.mean())))) if chroma.size else 0
