@@ -20,6 +20,11 @@ R = TypeVar("R")
 # decodes in well under a millisecond), so small inputs run on the calling thread.
 MIN_IMAGES_FOR_THREADS = 16
 
+# Hashing and quality measures are mostly Python and small-array numpy work that holds the GIL:
+# a second thread is no faster there, even on 1024 px photos (bench/RESULTS.md, hashing), and
+# slows the other shard's process on the same cores. Their parallelism is the shards.
+CPU_BOUND_WORKERS = 1
+
 # Images per task handed to a thread: large enough that scheduling is noise next to decoding,
 # small enough that the last tasks do not leave cores idle.
 MAX_CHUNK_SIZE = 64

@@ -17,7 +17,7 @@ from typing import Any
 import polars as pl
 from PIL import Image
 
-from curation.images.batch import map_images
+from curation.images.batch import CPU_BOUND_WORKERS, map_images
 from curation.images.decode import UnreadableImage, load_normalised, normalise, open_image
 from curation.images.views import WORK_PX, product_views, to_uint64
 from schemas.progress import Progress
@@ -98,7 +98,7 @@ def _reusable(previous: pl.DataFrame, todo: pl.DataFrame) -> pl.DataFrame:
 def compute_image_hashes(
     images: pl.DataFrame,
     previous: pl.DataFrame | None = None,
-    workers: int | None = None,
+    workers: int = CPU_BOUND_WORKERS,
     progress: Progress | None = None,
 ) -> pl.DataFrame:
     """One row per distinct non-null sha256 of `images` (columns sha256, path), sorted by sha256.

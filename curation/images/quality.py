@@ -33,7 +33,7 @@ import numpy as np
 import polars as pl
 from PIL import Image
 
-from curation.images.batch import map_images
+from curation.images.batch import CPU_BOUND_WORKERS, map_images
 from curation.images.decode import UnreadableImage, normalise, read_image, upright_size
 from schemas.progress import Progress
 from schemas.tables import IMAGE_QUALITY_SCHEMA, QUALITY_FLAGS, empty_frame
@@ -179,7 +179,7 @@ def compute_image_quality(
     images: pl.DataFrame,
     previous: pl.DataFrame | None = None,
     thresholds: QualityThresholds = DEFAULT_THRESHOLDS,
-    workers: int | None = None,
+    workers: int = CPU_BOUND_WORKERS,
     progress: Progress | None = None,
 ) -> pl.DataFrame:
     """IMAGE_QUALITY_SCHEMA: one row per distinct sha256 of `images` (sha256, path), sorted.
