@@ -16,8 +16,11 @@ import dagster_project.definitions  # noqa: F401  (the code location every step 
 
 
 def open_instance_once() -> None:
-    # The forkserver inherits the run worker's environment, so this is the run's instance.
-    if not os.environ.get("DAGSTER_HOME"):
+    # The forkserver inherits the run worker's environment, so this is the run's instance
+    # (`make instance` and the CLI always write its dagster.yaml; without one there is nothing
+    # worth warming, and Dagster would print a warning about it in every forkserver).
+    home = os.environ.get("DAGSTER_HOME")
+    if not home or not os.path.isfile(os.path.join(home, "dagster.yaml")):
         return
     with dg.DagsterInstance.get() as instance:
         instance.get_run_records(limit=1)

@@ -19,7 +19,7 @@ def assert_runs_ok(code: str) -> None:
     root = TRAINING.parent
     result = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "ok"
+    assert result.stdout.strip() == "ok", (result.stdout, result.stderr)
 
 
 def test_training_imports_without_dagster_or_polars():
