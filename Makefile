@@ -80,13 +80,19 @@ format: setup-dev
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-# pytest exits 5 when it collects nothing; that is not a failure of the code.
+# pytest exits 5 when it collects nothing; that is not a failure of the code. The suite runs on
+# TEST_WORKERS xdist workers, a test file per worker at a time (its module fixtures, such as a
+# built pipeline, stay on one worker), in the order tests/conftest.py gives (longest files
+# first, not xdist's most-tests-first); much of the suite waits on subprocesses and services.
+TEST_WORKERS ?= 2
+PYTEST := $(BIN)/python -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile \
+	--no-loadscope-reorder
 test: lint
-	$(BIN)/python -m pytest -q -p no:cacheprovider; rc=$$?; [ $$rc -eq 0 ] || [ $$rc -eq 5 ]
+	$(PYTEST); rc=$$?; [ $$rc -eq 0 ] || [ $$rc -eq 5 ]
 
 # The inner loop: everything but the end-to-end and service tests marked `slow`.
 test-fast: lint
-	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not slow"; rc=$$?; [ $$rc -eq 0 ] || [ $$rc -eq 5 ]
+	$(PYTEST) -m "not slow"; rc=$$?; [ $$rc -eq 0 ] || [ $$rc -eq 5 ]
 
 # CPU benchmarks (ratios vs same-run baselines); the table lands in bench/RESULTS.md.
 bench: setup

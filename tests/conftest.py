@@ -1,5 +1,5 @@
-"""Shared fixtures: the demo catalogue, built once per session (it is deterministic), and a
-spy on every socket the downloader dials."""
+"""Shared fixtures: the demo catalogue, built once per test run (it is deterministic) and
+shared by the xdist workers, and a spy on every socket the downloader dials."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import socket
 
 import pytest
 import urllib3.util.connection
+from filelock import FileLock
 
 from demo import DemoCatalogue, build_demo_catalogue
 
@@ -16,8 +17,14 @@ os.environ.setdefault("WANDB_MODE", "disabled")
 
 
 @pytest.fixture(scope="session")
-def demo_catalogue(tmp_path_factory: pytest.TempPathFactory) -> DemoCatalogue:
-    return build_demo_catalogue(tmp_path_factory.mktemp("demo_catalogue"))
+def demo_catalogue(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> DemoCatalogue:
+    if worker_id == "master":  # not under xdist
+        return build_demo_catalogue(tmp_path_factory.mktemp("demo_catalogue"))
+    # The workers' base temps share a parent: the first worker builds (~45 s), the others wait
+    # for it and reuse the complete folder (build_demo_catalogue returns it as it is).
+    root = tmp_path_factory.getbasetemp().parent / "demo_catalogue"
+    with FileLock(f"{root}.lock"):
+        return build_demo_catalogue(root)
 
 
 @pytest.fixture(scope="session")
@@ -40,3 +47,28 @@ def dialled(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
     monkeypatch.setattr(urllib3.util.connection, "create_connection", spy)
     return hosts
+
+
+# The files that take minutes (a full pipeline build, training, services), longest first. Under
+# xdist (--dist loadfile) a worker takes a whole file at a time in collection order: these start
+# at once and the short files fill the gaps, instead of one long file running alone at the end.
+LONGEST_FILES = (
+    "tests/e2e/test_full_demo.py",
+    "tests/e2e/test_refresh.py",
+    "tests/deploy/test_s3_data_dir.py",
+    "tests/deploy/test_celery_executor.py",
+    "tests/e2e/test_lineage.py",
+    "tests/training/test_distributed.py",
+    "tests/assets/test_curation_pipeline.py",
+    "tests/deploy/test_postgres_instance.py",
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(LONGEST_FILES)}
+
+    def order(item: pytest.Item) -> int:
+        path = item.nodeid.split("::", 1)[0]
+        return rank.get(path, len(LONGEST_FILES))
+
+    items.sort(key=order)  # stable: within a file, and among the rest, the collected order
