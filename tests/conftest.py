@@ -65,6 +65,8 @@ LONGEST_FILES = (
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not hasattr(config, "workerinput"):  # one process: the collected order, as always
+        return
     rank = {name: i for i, name in enumerate(LONGEST_FILES)}
 
     def order(item: pytest.Item) -> int:
