@@ -128,7 +128,8 @@ def _verified(
     except BadImageError as exc:
         bad = IMAGE_STATUS_BAD_IMAGE
         return _result(url, bad, exc.reason, started, bytes=len(data), attempts=attempts)
-    path = image_store.store_image_bytes(store_root, data, FORMAT_EXTENSIONS[kind])
+    # The URL index syncs the store once per batch before naming these images.
+    path = image_store.store_image_bytes(store_root, data, FORMAT_EXTENSIONS[kind], durable=False)
     return _result(
         url,
         IMAGE_STATUS_OK,

@@ -4,8 +4,10 @@ A run killed before its table is saved still leaves, under `{store}/image_index/
 of each image it stored, so the rerun skips those. Records are written in batches: one atomic,
 fsynced JSON-lines file per `DownloadPolicy.index_batch_size` successes (or per
 `index_flush_s` seconds, whichever comes first), so a kill -9 loses at most the batch being
-gathered plus the downloads in flight. Writers never share a file (each batch has a fresh
-name), so any number of processes may record into one store at once.
+gathered plus the downloads in flight. The images themselves are stored without a per-file
+fsync; one sync of the store's filesystem before each index file makes the batch durable, so
+the index never names an image a power cut could lose. Writers never share a file (each
+batch has a fresh name), so any number of processes may record into one store at once.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any
 import fsspec
 
 from curation.images.sniff import FORMAT_EXTENSIONS
-from schemas.atomic import is_temporary, write_bytes_atomic
+from schemas.atomic import is_temporary, sync_filesystem_of, write_bytes_atomic
 from schemas.tables import IMAGE_STATUS_OK
 
 URL_INDEX_DIR = "image_index"
@@ -37,6 +39,7 @@ class UrlIndexWriter:
     """
 
     def __init__(self, store_root: str, batch_size: int, flush_s: float) -> None:
+        self._store_root = store_root
         self._dir = _index_dir(store_root)
         self._batch_size = max(1, batch_size)
         self._flush_s = flush_s
@@ -60,6 +63,7 @@ class UrlIndexWriter:
         # A time-ordered, unique name: concurrent writers never collide, nor overwrite.
         path = f"{self._dir}/{time.time_ns():020d}-{uuid.uuid4().hex}.jsonl"
         lines = "".join(json.dumps(record) + "\n" for record in self._pending)
+        sync_filesystem_of(self._store_root)
         write_bytes_atomic(path, lines.encode())
         self.writes += 1
         self._pending.clear()

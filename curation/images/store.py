@@ -46,13 +46,22 @@ def exists(path: str) -> bool:
     return bool(fs.exists(fs_path))
 
 
-def store_image_bytes(root: str, data: bytes, ext: str) -> str:
-    """Store `data` content-addressed under `root`; returns its path. Idempotent and atomic."""
+def store_image_bytes(root: str, data: bytes, ext: str, *, durable: bool = True) -> str:
+    """Store `data` content-addressed under `root`; returns its path. Idempotent and atomic.
+
+    `durable=False` skips the per-file fsync for a caller that makes a whole batch durable
+    with one `schemas.atomic.sync_filesystem_of` before recording it (the downloader does). A
+    stored file of the wrong size (what a power cut can leave of an unsynced write) is
+    written again rather than trusted.
+    """
     path = image_path_for(root, sha256_hex(data), ext)
     fs, fs_path = fsspec.core.url_to_fs(path)
-    if fs.exists(fs_path):
-        return path
-    write_bytes_atomic(path, data)
+    try:
+        if fs.size(fs_path) == len(data):
+            return path
+    except FileNotFoundError:
+        pass
+    write_bytes_atomic(path, data, durable=durable)
     return path
 
 

@@ -706,3 +706,39 @@ def test_the_temporary_sweep_survives_a_concurrent_shard_renaming_its_file(
     )
     assert image_store.remove_stale_temporaries(str(tmp_path), older_than_s=60) == 1
     assert not stale.exists()
+
+
+def test_a_batch_is_synced_once_before_its_index_file_and_images_skip_the_fsync(
+    server: FaultServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    events: list[str] = []
+    index_dir = tmp_path / download.URL_INDEX_DIR
+
+    def fake_sync(path: str) -> None:
+        assert path == str(tmp_path)
+        events.append(f"sync, {len(list(index_dir.glob('*.jsonl')))} index files")
+
+    real_fsync = os.fsync
+
+    def counting_fsync(descriptor: int) -> None:
+        events.append("fsync")
+        real_fsync(descriptor)
+
+    monkeypatch.setattr("curation.download.url_index.sync_filesystem_of", fake_sync)
+    monkeypatch.setattr(os, "fsync", counting_fsync)
+    policy = replace(FAST, index_batch_size=3, index_flush_s=3600.0)
+    urls = [server.url(f"/ok.jpg?n={n}") for n in range(5)]
+    _, stats = fetch_images(urls, str(tmp_path), policy, workers=2)
+    # 5 ok downloads, one image stored (same bytes): no fsync for it; each of the 2 index
+    # files is preceded by one sync of the store and fsynced itself.
+    assert stats.ok == 5
+    assert events == ["sync, 0 index files", "fsync", "sync, 1 index files", "fsync"]
+
+
+def test_a_stored_image_of_the_wrong_size_is_written_again(tmp_path: Path) -> None:
+    data = b"\x89PNG not really, but bytes"
+    path = Path(image_store.store_image_bytes(str(tmp_path), data, "png", durable=False))
+    assert path.read_bytes() == data
+    path.write_bytes(b"")  # what a power cut can leave of an unsynced write
+    assert Path(image_store.store_image_bytes(str(tmp_path), data, "png")) == path
+    assert path.read_bytes() == data

@@ -13,6 +13,7 @@ from schemas.atomic import (
     atomic_path,
     is_temporary,
     replace_directory,
+    sync_filesystem_of,
     write_bytes_atomic,
     write_text_atomic,
 )
@@ -61,3 +62,21 @@ def test_replace_directory_swaps_a_folder_whole(tmp_path: Path) -> None:
         replace_directory(tmp, target)
     assert (target / "weights.safetensors").read_text() == "new"
     assert os.listdir(tmp_path) == ["adapter"]
+
+
+def test_sync_reaches_the_filesystem_of_a_path_not_yet_made(tmp_path: Path) -> None:
+    sync_filesystem_of(tmp_path / "store" / "not" / "made")  # syncs tmp_path's filesystem
+    sync_filesystem_of("memory://store/images")  # an object store: nothing to sync
+
+
+def test_a_failed_sync_raises(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import ctypes
+    import errno
+
+    def failing_syncfs(descriptor: int) -> int:
+        ctypes.set_errno(errno.EIO)
+        return -1
+
+    monkeypatch.setattr("schemas.atomic._syncfs", lambda: failing_syncfs)
+    with pytest.raises(OSError, match="syncfs failed"):
+        sync_filesystem_of(tmp_path)
