@@ -34,9 +34,8 @@ DOWNLOAD_PER_WORKER = 244.0
 # Row 2: ours on 1 thread over the demo's 192 px files (3 views + colour); 1024 px pictures
 # measured 123 images/s, so the smaller figure is the conservative one.
 HASHING_PER_WORKER = 112.0
-# Row 3c: curation.dedupe.duplicate_clusters at 10M images, projected by bench.dedupe_scale
-# from 1M measured under load 5-10 (a quiet-box 1M run projects ~1,150 s); not yet run at 10M.
-DEDUPE_10M_S = 5381.0
+# Row 3c: curation.dedupe.duplicate_clusters at 10M images, measured by bench.dedupe_scale.
+DEDUPE_10M_S = 1910.0
 WORKER_COUNTS = (1, 2, 4, 8, 16)
 
 
@@ -111,19 +110,18 @@ def run(args: argparse.Namespace) -> Report:
     )
     notes = [
         f"Inputs: {inputs.rows:,} rows in {inputs.shards} shards; download "
-        f"{inputs.download_per_worker:g} images/s per worker (summary row 1), hashing "
-        f"{inputs.hashing_per_worker:g} images/s per worker (row 2), dedupe "
-        f"{inputs.dedupe_s:,.0f} s at {inputs.rows:,} images (row 3c: projected from 1M under "
-        "load, not yet run at 10M), shard overhead "
+        f"{inputs.download_per_worker:g} images/s per worker, hashing "
+        f"{inputs.hashing_per_worker:g} images/s per worker, dedupe "
+        f"{inputs.dedupe_s:,.0f} s at {inputs.rows:,} images, shard overhead "
         f"{inputs.shard_overhead_s:g} s, download cap "
         f"{f'{inputs.download_cap:g} images/s' if inputs.download_cap else 'none'}.",
         "Assumptions (bench/scale.py): shards of equal size, one per worker at a time, "
         "ceil(S/K) waves; download network-bound at the per-worker rate, independent across "
         "workers up to the cap; hashing CPU-bound, one core per worker; one image per row, "
         "fetched and hashed once; the dedupe global, in one process, after the last shard.",
-        "The per-worker rates come from single-machine benches on a shared 2-core box, not from "
-        "sharded Celery workers: the sharded 20k run replaces them (and measures the shard "
-        "overhead, taken as 0 here).",
+        "Defaults: download and hashing from summary rows 1 and 2 (single-machine benches), "
+        "the dedupe from row 3c (measured at 10M); the command line above names any input "
+        "taken from elsewhere, such as the sharded Celery run's per-worker rates.",
     ]
     title = "10M rows on K workers (issue 17 item 4, extrapolated)"
     return Report("scale", title, table(inputs, args.workers), notes)

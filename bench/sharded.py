@@ -342,7 +342,7 @@ def extrapolation(b: dict[str, Any], args: argparse.Namespace) -> Report:
         f"(product_images keys per shard-second), hashing {hashing:.0f} (image_hashes), shard "
         f"overhead {overhead:.1f} s per wave ({waves} wave(s) of {args.workers} workers: asset "
         "wall minus shard seconds / workers, both assets); dedupe "
-        f"{scale.DEDUPE_10M_S:,.0f} s at 10M (summary row 3c, projected). The quality shards "
+        f"{scale.DEDUPE_10M_S:,.0f} s at 10M (summary row 3c, measured). The quality shards "
         "(image_quality) are not in bench/scale.py's model.",
         "Assumptions: bench/scale.py's (shards of equal size, ceil(S/K) waves, download "
         "independent across workers, hashing one core per worker, the dedupe global and "

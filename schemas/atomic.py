@@ -81,15 +81,25 @@ def atomic_path(
         yield tmp if local else fs.unstrip_protocol(tmp)
 
 
-def write_bytes_atomic(path: str | os.PathLike[str], data: bytes, *, durable: bool = True) -> None:
+def write_bytes_atomic(
+    path: str | os.PathLike[str],
+    data: bytes,
+    *,
+    durable: bool = True,
+    fs: fsspec.AbstractFileSystem | None = None,
+) -> None:
     """Write `data` to `path` (a local path or any fsspec URL) atomically. Replacing a file with
     identical bytes is harmless, so concurrent writers of one content-addressed object need no
     lock.
 
     `durable` flushes a local file to disk before the rename, so a power cut cannot leave an
     empty file under the final name; caches that are rebuilt on demand may skip the fsync.
+    Pass `fs` (with a path without protocol) when the caller has already resolved it.
     """
-    fs, target = fsspec.core.url_to_fs(os.fspath(path))
+    if fs is None:
+        fs, target = fsspec.core.url_to_fs(os.fspath(path))
+    else:
+        target = os.fspath(path)
     with _replacing(fs, target) as tmp:
         if isinstance(fs, LocalFileSystem):
             with open(tmp, "wb") as handle:

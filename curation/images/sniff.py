@@ -44,6 +44,10 @@ KNOWN_FORMATS: dict[str, tuple[str, str, str]] = {
     "tiff": ("tiff", "TIFF", "image/tiff"),
     "bmp": ("bmp", "BMP", "image/bmp"),
 }
+# Pillow formats whose verify() checks anything (PNG: every chunk's CRC); for the others it
+# is a no-op, and skipping it saves parsing the headers a second time.
+_VERIFIED_FORMATS = frozenset({"PNG"})
+
 FORMAT_EXTENSIONS: dict[str, str] = {name: ext for name, (ext, _, _) in KNOWN_FORMATS.items()}
 # What shops and image CDNs serve. TIFF and BMP are off: print masters and screenshots, large and
 # rarely a product photo; an operator can allow them (DownloadSettings.allowed_formats).
@@ -134,9 +138,11 @@ def inspect_image_bytes(
             kind = "mpo"
         if kind not in allowed:
             raise BadImageError(REASON_FORMAT, f"{kind.upper()} not allowed")
-        img.verify()  # structural checks (e.g. PNG chunk CRCs) without decoding
-        # verify() leaves the image unusable; only a full decode proves every byte is there.
-        open_image(data, max_pixels=2**62, formats=[pil_format]).load()
+        if pil_format in _VERIFIED_FORMATS:
+            img.verify()  # structural checks (PNG chunk CRCs) without decoding
+            # verify() leaves the image unusable; open it again for the decode.
+            img = open_image(data, max_pixels=2**62, formats=[pil_format])
+        img.load()  # only a full decode proves every byte is there
     except BadImageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:

@@ -61,7 +61,7 @@ def store_image_bytes(root: str, data: bytes, ext: str, *, durable: bool = True)
             return path
     except FileNotFoundError:
         pass
-    write_bytes_atomic(path, data, durable=durable)
+    write_bytes_atomic(fs_path, data, durable=durable, fs=fs)
     return path
 
 
