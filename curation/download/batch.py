@@ -12,11 +12,12 @@ import contextlib
 import functools
 import heapq
 import itertools
+import queue
 import random
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any, TypeGuard
 
@@ -283,21 +284,26 @@ def _run_jobs(
     waiting: list[tuple[float, int, _Job]] = []
     order = itertools.count()  # ties on the due time never compare jobs
     running: dict[Future[dict[str, Any] | None], _Job] = {}
+    # Workers post their futures here as they finish: waiting on one queue costs the same
+    # whatever the worker count, where `concurrent.futures.wait` subscribes to every running
+    # future on every call.
+    finished: queue.SimpleQueue[Future[dict[str, Any] | None]] = queue.SimpleQueue()
     rows: dict[str | None, dict[str, Any]] = {}
     while fresh or waiting or running:
         now = time.monotonic()
         while len(running) < workers and (fresh or (waiting and waiting[0][0] <= now)):
             due = waiting and waiting[0][0] <= now
             job = heapq.heappop(waiting)[2] if due else fresh.popleft()
-            running[pool.submit(attempt, job)] = job
+            future = pool.submit(attempt, job)
+            running[future] = job
+            future.add_done_callback(finished.put)
         # Wake for the next retry only if a worker is free to take it; else for a completion.
         free = len(running) < workers and bool(waiting)
         timeout = max(0.0, waiting[0][0] - now) if free else None
         if not running:
             time.sleep(timeout or 0.0)  # wait() on no futures returns at once
             continue
-        done, _ = wait(running, timeout=timeout, return_when=FIRST_COMPLETED)
-        for future in done:
+        for future in _completed(finished, timeout):
             job = running.pop(future)
             row = future.result()  # storage errors propagate and fail the batch
             if row is None:
@@ -306,6 +312,21 @@ def _run_jobs(
                 rows[job.url] = row
                 on_row(row)
     return rows
+
+
+def _completed(
+    finished: queue.SimpleQueue[Future[dict[str, Any] | None]], timeout: float | None
+) -> list[Future[dict[str, Any] | None]]:
+    """The futures finished so far, waiting up to `timeout` (None: forever) for the first."""
+    try:
+        done = [finished.get(timeout=timeout)]
+    except queue.Empty:
+        return []
+    while True:
+        try:
+            done.append(finished.get_nowait())
+        except queue.Empty:
+            return done
 
 
 def fetch_images(
