@@ -311,9 +311,10 @@ def run(args: argparse.Namespace) -> tuple[Report, Report]:
         f"and B ({a['ledger'].height:,} rows).",
         f"Run B: {args.workers} Celery workers (concurrency 1, prefetch 1, -O fair) on one "
         f"queue; the image server unpinned. Load average at the end {load} on {os.cpu_count()} "
-        "cores shared with other sessions: the CPU-bound shards (hashing, quality) cannot run "
-        "2x faster on 2 busy cores; shard concurrency says how many ran at once, the rates say "
-        "what each got.",
+        "cores (the bench's own workers, server and threads count in it): with fewer cores than "
+        "workers the CPU-bound shards (hashing, quality) share them and cannot run that many "
+        "times faster; shard concurrency says how many ran at once, the rates say what each "
+        "got.",
         "An asset's seconds are its first step start to its last step success (plan, shards, "
         "collect); shard concurrency is the sum of its shard seconds over that wall. "
         "image_hashes and image_quality both read product_images only and run side by side, "
