@@ -18,7 +18,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, TypeGuard
 
 import polars as pl
@@ -65,7 +65,7 @@ class ImageFetchResult:
         return {name: getattr(self, name) for name in _RESULT_FIELDS}
 
 
-_RESULT_FIELDS = tuple(name for name in ImageFetchResult.__dataclass_fields__)
+_RESULT_FIELDS = tuple(f.name for f in fields(ImageFetchResult))
 
 
 @dataclass(frozen=True)
@@ -301,7 +301,7 @@ def _run_jobs(
         free = len(running) < workers and bool(waiting)
         timeout = max(0.0, waiting[0][0] - now) if free else None
         if not running:
-            time.sleep(timeout or 0.0)  # wait() on no futures returns at once
+            time.sleep(timeout or 0.0)  # nothing can finish: sleep until a retry is due
             continue
         for future in _completed(finished, timeout):
             job = running.pop(future)
