@@ -1,9 +1,10 @@
 """One attempt at one URL: bytes in, or a FetchError saying why not.
 
-http(s) goes through urllib3's connection objects directly (not fsspec, not urllib3's pools)
+http(s) dials through urllib3's connection objects directly (not fsspec, not urllib3's pools)
 because only there can we pin the vetted IP, follow redirects ourselves (re-checking each hop),
 stream with a byte cap and a deadline, and hand a kept-alive socket to each request's watchdog
-(`connections`).
+(`connections`). The request and response on that socket go through `http1` (httptools'
+parser), not http.client's.
 Other schemes (file, s3, gcs, memory, ...) go through fsspec when the policy allows them.
 """
 
@@ -25,10 +26,8 @@ from email.utils import parsedate_to_datetime
 from urllib.parse import urljoin, urlsplit
 
 import fsspec
-import urllib3
 from urllib3.exceptions import (
     ConnectTimeoutError,
-    HTTPError,
     NewConnectionError,
     ReadTimeoutError,
     SSLError,
@@ -41,6 +40,7 @@ from curation.download.connections import (
     PoolKey,
     is_stale_connection_error,
 )
+from curation.download.http1 import Response, ResponseError, encode_request, send_get
 from curation.download.policy import HTTP_SCHEMES, DownloadPolicy, check_scheme, vet_host
 from curation.download.reasons import (
     REASON_BAD_URL,
@@ -82,8 +82,8 @@ class _Watchdog:
     """Cuts the connection when the URL's deadline passes, whatever the reader is blocked in.
 
     Socket timeouts bound each recv, not the total: a server that drips one byte of its status
-    line or headers every second never trips them, and http.client reads headers inside
-    urlopen where no deadline check can run. Shutting the socket down from another thread
+    line or headers every second never trips them, and the TLS handshake and the response head
+    are read where no deadline check can run. Shutting the socket down from another thread
     makes the blocked recv return at once; the caller then reports `deadline`.
     """
 
@@ -249,6 +249,8 @@ def _transport_error(exc: Exception, deadline: Deadline) -> FetchError:
         return FetchError(REASON_TLS, str(exc)[:120])
     if isinstance(exc, ValueError):
         return FetchError(REASON_BAD_URL, str(exc)[:120])
+    if isinstance(exc, ResponseError):
+        return FetchError(REASON_CONNECTION, str(exc)[:120], retryable=True)
     return FetchError(REASON_CONNECTION, f"{type(exc).__name__}: {exc}"[:120], retryable=True)
 
 
@@ -273,31 +275,24 @@ class _Exchange:
 
     key: PoolKey
     conn: Connection
-    sock: socket.socket | None  # kept: http.client drops it from `conn` on Connection: close
-    response: urllib3.BaseHTTPResponse
+    sock: socket.socket
+    response: Response
 
     def close(self) -> None:
-        self.response.close()
         self.conn.close()
 
 
 def _send(
-    conn: Connection,
-    target: str,
-    headers: dict[str, str],
-    policy: DownloadPolicy,
-    deadline: Deadline,
-) -> tuple[urllib3.BaseHTTPResponse, socket.socket | None]:
+    conn: Connection, request: bytes, policy: DownloadPolicy, deadline: Deadline
+) -> tuple[Response, socket.socket]:
     if conn.is_closed:
         conn.timeout = min(policy.connect_timeout_s, deadline.check())
         conn.connect()
-    conn.timeout = min(policy.read_timeout_s, deadline.check())
     sock = conn.sock
-    # A broken pipe while sending may still leave the server's answer to read (urllib3 does
-    # the same); a stale socket then fails in getresponse.
-    with contextlib.suppress(BrokenPipeError):
-        conn.request("GET", target, headers=headers, preload_content=False, decode_content=False)
-    return conn.getresponse(), sock
+    if sock is None:
+        raise ConnectionAbortedError("connection closed before the request")
+    sock.settimeout(min(policy.read_timeout_s, deadline.check()))
+    return send_get(sock, request), sock
 
 
 def _http_get(
@@ -323,12 +318,14 @@ def _http_get(
         "Accept": accept_header(policy.allowed_formats),
         "Accept-Encoding": "identity",  # compressed images gain nothing; bombs gain a lot
     }
-    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    request = encode_request(
+        (parts.path or "/") + (f"?{parts.query}" if parts.query else ""), headers
+    )
     fresh = False
     while True:
         conn, reused = pools.acquire(key, watchdog.watch, fresh=fresh)
         try:
-            response, sock = _send(conn, target, headers, policy, deadline)
+            response, sock = _send(conn, request, policy, deadline)
         except Exception as exc:
             conn.close()
             if reused and not watchdog.fired and is_stale_connection_error(exc):
@@ -340,44 +337,40 @@ def _http_get(
 
 def _read_response(exchange: _Exchange, policy: DownloadPolicy, deadline: Deadline) -> bytes:
     response, sock = exchange.response, exchange.sock
-    declared = response.headers.get("Content-Length")
+    declared = response.headers.get("content-length")
     if declared and declared.strip().isdigit() and int(declared) > policy.max_bytes:
         raise FetchError(REASON_TOO_LARGE, f"content-length {int(declared)} > {policy.max_bytes}")
-    decoder = _decoder_for(response.headers.get("Content-Encoding"), policy.max_bytes)
+    decoder = _decoder_for(response.headers.get("content-encoding"), policy.max_bytes)
 
     def shrink_timeout(left: float) -> None:
         # The read timeout set at request time may outlast the deadline by now.
-        # Closed already once a Connection: close body is read to its end: nothing to bound.
-        if sock is not None and sock.fileno() != -1:
+        if sock.fileno() != -1:
             sock.settimeout(max(0.01, min(policy.read_timeout_s, left)))
 
-    def read(amount: int) -> bytes:
+    try:
         # read1: one socket read per call, so a dripping server cannot keep us inside a read
         # that waits for a full chunk.
-        return response.read1(amount, decode_content=False)
-
-    try:
-        body = _read_capped(read, policy, deadline, decoder, shrink_timeout)
+        body = _read_capped(response.read1, policy, deadline, decoder, shrink_timeout)
     except FetchError:
         raise
-    except (HTTPError, OSError) as exc:
+    except (ResponseError, OSError) as exc:
         raise _transport_error(exc, deadline) from exc
     # A watchdog shutdown reads as a clean EOF on a body without a length: not a short image.
     deadline.check()
     return body
 
 
-def _status_error(response: urllib3.BaseHTTPResponse) -> FetchError:
+def _status_error(response: Response) -> FetchError:
     status = response.status
     retryable = status == 429 or 500 <= status <= 599
-    retry_after = _parse_retry_after(response.headers.get("Retry-After")) if retryable else None
+    retry_after = _parse_retry_after(response.headers.get("retry-after")) if retryable else None
     return FetchError(REASON_HTTP_STATUS, str(status), retryable=retryable, retry_after=retry_after)
 
 
-def _redirect_location(response: urllib3.BaseHTTPResponse) -> str | None:
+def _redirect_location(response: Response) -> str | None:
     """Where a redirect points, None for a 200, else the status as a FetchError."""
     if response.status in _REDIRECT_STATUSES:
-        location = response.headers.get("Location")
+        location = response.headers.get("location")
         if not location:
             raise FetchError(REASON_HTTP_STATUS, f"{response.status} without Location")
         return location.strip()
@@ -405,7 +398,7 @@ def _fetch_http(
                 raise
         # Only once this request's watchdog is done can it no longer cut the socket under the
         # connection's next user. Redirect and error bodies are not read: those close.
-        if body is not None and not watchdog.fired:
+        if body is not None and not watchdog.fired and exchange.response.keep_alive:
             pools.release(exchange.key, exchange.conn)
         else:
             exchange.close()
