@@ -12,6 +12,7 @@ from __future__ import annotations
 import glob
 import hashlib
 import os
+import re
 import time
 
 import fsspec
@@ -22,6 +23,7 @@ from schemas.atomic import TMP_PREFIX, is_temporary, write_bytes_atomic
 # Two hex characters of fan-out: 256 directories keep listings short on every filesystem.
 _FANOUT_CHARS = 2
 IMAGES_DIR = "images"
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 # A write takes milliseconds; a temporary this old was orphaned by a killed process.
 STALE_TMP_AGE_S = 600.0
 
@@ -32,7 +34,7 @@ def sha256_hex(data: bytes) -> str:
 
 def image_path_for(root: str, sha256: str, ext: str) -> str:
     """Where the image with this digest lives; keeps the root's own style (URL or local path)."""
-    if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
+    if not _SHA256_HEX.fullmatch(sha256):
         # The digest becomes a path component: refuse anything that could escape the root.
         raise ValueError(f"not a lowercase sha256 hex digest: {sha256!r}")
     if not ext.isalnum():
