@@ -310,6 +310,18 @@ def test_inspect_accepts_allowed_formats_and_catches_truncation(pil_format: str)
     assert caught.value.code == "truncated"
 
 
+@pytest.mark.parametrize("kept", [0.5, 0.9, 0.99])
+@pytest.mark.parametrize("mode", ["RGB", "L", "CMYK"])
+def test_a_cut_jpeg_fails_though_it_is_decoded_at_reduced_scale(kept: float, mode: str) -> None:
+    buffer = io.BytesIO()
+    Image.effect_noise((800, 600), 50).convert(mode).save(buffer, format="JPEG", quality=90)
+    data = buffer.getvalue()
+    assert inspect_image_bytes(data, 10**6) == ("jpeg", 800, 600)
+    with pytest.raises(BadImageError) as caught:
+        inspect_image_bytes(data[: int(len(data) * kept)], 10**6)
+    assert caught.value.code == "truncated"
+
+
 def test_camera_mpo_is_accepted_and_named() -> None:
     buffer = io.BytesIO()
     frame = Image.effect_noise((40, 30), 50).convert("RGB")
