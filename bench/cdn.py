@@ -57,6 +57,11 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
     def handle(self) -> None:
+        # A new connection costs its client a round trip before the first request (the TCP
+        # handshake) on a real network, which loopback does not: it is modelled here, once
+        # per connection, so a client that opens a connection per image pays for it.
+        if self.server.stop.wait(self.server.handshake_s):
+            return
         # A client closing a kept-alive connection between requests is no server error.
         with contextlib.suppress(ConnectionResetError, BrokenPipeError):
             super().handle()
@@ -99,14 +104,24 @@ class _Server(ThreadingHTTPServer):
 
 
 class ImageServer:
-    """`with ImageServer(images, plan, latency_s=0.05) as server:` on 127.0.0.1, ephemeral port."""
+    """`with ImageServer(images, plan, latency_s=0.05) as server:` on 127.0.0.1, ephemeral port.
+
+    `latency_s` delays every response; `handshake_s` delays a new connection's first one more.
+    """
 
     def __init__(
-        self, images: list[bytes], plan: list[str], latency_s: float, hang_s: float, port: int = 0
+        self,
+        images: list[bytes],
+        plan: list[str],
+        latency_s: float,
+        hang_s: float,
+        port: int = 0,
+        handshake_s: float = 0.0,
     ) -> None:
         self._httpd = _Server(("127.0.0.1", port), _Handler)
         srv = self._httpd
         srv.images, srv.plan, srv.latency_s, srv.hang_s = images, plan, latency_s, hang_s  # type: ignore[attr-defined]
+        srv.handshake_s = handshake_s  # type: ignore[attr-defined]
         srv.stop = threading.Event()  # type: ignore[attr-defined]
         self._lock = threading.Lock()
         self.hits: Counter[int] = Counter()
@@ -141,10 +156,12 @@ def _serve(
     cpus: set[int],
     conn: Connection,
     port: int = 0,
+    handshake_s: float = 0.0,
 ) -> None:
     if cpus:
         os.sched_setaffinity(0, cpus)
-    with ImageServer(images, plan, latency_s, MAX_SERVER_LIFETIME_S, port) as server:
+    lifetime = MAX_SERVER_LIFETIME_S
+    with ImageServer(images, plan, latency_s, lifetime, port, handshake_s) as server:
         conn.send(server.port)
         conn.poll(MAX_SERVER_LIFETIME_S)  # any message (or the parent dying) means stop
 
@@ -160,11 +177,14 @@ class ServerProcess:
         latency_s: float,
         cpus: set[int],
         port: int = 0,  # 0: any free one; a fixed one gives a second server the same URLs
+        handshake_s: float = 0.0,
     ) -> None:
         context = multiprocessing.get_context("spawn")
         self._conn, child = context.Pipe()
         self._process = context.Process(
-            target=_serve, args=(images, plan, latency_s, cpus, child, port), daemon=True
+            target=_serve,
+            args=(images, plan, latency_s, cpus, child, port, handshake_s),
+            daemon=True,
         )
         self._n = len(plan)
         self.port = 0

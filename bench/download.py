@@ -1,7 +1,8 @@
 """Download benchmark: our fetcher vs the seed's serial `requests.get` loop vs img2dataset.
 
 A threaded HTTP/1.1 server (`bench.cdn`) serves N distinct JPEGs, each response delayed by a
-fixed latency (a far CDN), with a few percent of faults planted by URL: transient 500s (first
+fixed latency (a far CDN) and a new connection's first one by a round trip more (the TCP
+handshake, which loopback does not cost), with a few percent of faults planted by URL: transient 500s (first
 hit fails), permanent 500s, 404s and transient hangs (first hit never answers). Every client
 sees the same fault plan: the server's hit counters are reset before each client runs. The
 server and the clients are pinned to disjoint CPUs (what `taskset` does), so the client's
@@ -149,6 +150,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = base_parser("download", __doc__)
     parser.add_argument("--images", type=int, default=1000, help="number of URLs")
     parser.add_argument("--latency-ms", type=float, default=50.0, help="server delay per request")
+    parser.add_argument(
+        "--handshake-ms",
+        type=float,
+        default=None,
+        help="extra delay of a new connection's first response, the TCP handshake's round trip "
+        "that loopback lacks (default: the latency, one round trip; 0: none)",
+    )
     parser.add_argument("--fault-rate", type=float, default=0.06, help="share of faulty URLs")
     parser.add_argument("--timeout-s", type=float, default=1.0, help="read timeout, all clients")
     parser.add_argument(
@@ -207,13 +215,14 @@ def _run_pinned(args: argparse.Namespace) -> Report:
     n = args.images
     images, plan = make_jpegs(n), fault_plan(n, args.fault_rate)
     latency_s = args.latency_ms / 1000
+    handshake_ms = args.latency_ms if args.handshake_ms is None else args.handshake_ms
     server_cpus, client_cpus = placement(args)
     os.sched_setaffinity(0, client_cpus)  # what `taskset -c` does; children inherit it
     cores = len(client_cpus)
-    notes = _setup_notes(args, plan, server_cpus, client_cpus)
+    notes = _setup_notes(args, plan, server_cpus, client_cpus, handshake_ms)
 
     def serve() -> ServerProcess:
-        return ServerProcess(images, plan, latency_s, server_cpus)
+        return ServerProcess(images, plan, latency_s, server_cpus, handshake_s=handshake_ms / 1000)
 
     with tempfile.TemporaryDirectory(prefix="bench-download-") as tmp:
         with serve() as server:
@@ -261,10 +270,17 @@ def _run_pinned(args: argparse.Namespace) -> Report:
 
 
 def _setup_notes(
-    args: argparse.Namespace, plan: list[str], server_cpus: set[int], client_cpus: set[int]
+    args: argparse.Namespace,
+    plan: list[str],
+    server_cpus: set[int],
+    client_cpus: set[int],
+    handshake_ms: float,
 ) -> list[str]:
     return [
-        f"{len(plan)} URLs, {args.latency_ms:g} ms latency per request; planted faults: "
+        f"{len(plan)} URLs, {args.latency_ms:g} ms latency per request, {handshake_ms:g} ms "
+        "more for a new connection's first request (the TCP handshake's round trip, which "
+        "loopback does not cost: the server waits that long before reading a new "
+        "connection); planted faults: "
         + ", ".join(f"{k} {v}" for k, v in sorted(Counter(plan).items()) if k != "ok")
         + " (flaky_500 and hang_once fail on the first request only). The server (HTTP/1.1, "
         "keep-alive) runs in its own process, restarted per client so each sees the same "
