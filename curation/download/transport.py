@@ -60,6 +60,8 @@ from curation.download.reasons import (
 from curation.images.sniff import accept_header
 
 _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+# Redirect and error bodies up to this size are read so their connection stays open.
+_DRAIN_MAX_BYTES = 16 * 1024
 
 
 class Deadline:
@@ -387,25 +389,47 @@ def _fetch_http(
         if hop:
             check_scheme(current, policy, redirect=True)
         body: bytes | None = None
+        status_error: FetchError | None = None
         with _Watchdog(deadline) as watchdog:
             exchange = _http_get(current, policy, deadline, watchdog, pools)
             try:
                 location = _redirect_location(exchange.response)
                 if location is None:
                     body = _read_response(exchange, policy, deadline)
+                else:
+                    _drain(exchange.response, deadline)
+            except FetchError as exc:
+                if exc.code != REASON_HTTP_STATUS:
+                    exchange.close()
+                    raise
+                _drain(exchange.response, deadline)
+                status_error = exc
             except BaseException:
                 exchange.close()
                 raise
         # Only once this request's watchdog is done can it no longer cut the socket under the
-        # connection's next user. Redirect and error bodies are not read: those close.
-        if body is not None and not watchdog.fired and exchange.response.keep_alive:
+        # connection's next user.
+        if not watchdog.fired and exchange.response.keep_alive:
             pools.release(exchange.key, exchange.conn)
         else:
             exchange.close()
+        if status_error is not None:
+            raise status_error
         if body is not None:
             return body
         current = urljoin(current, location).split("#", 1)[0]
     raise FetchError(REASON_REDIRECTS, f"too many (> {policy.max_redirects})")
+
+
+def _drain(response: Response, deadline: Deadline) -> None:
+    """Read a short redirect or error body to its end, so its connection can carry the next
+    request instead of costing a new handshake; a long or unsized one is left (and closed)."""
+    declared = response.headers.get("content-length", "").strip()
+    if not declared.isdigit() or int(declared) > _DRAIN_MAX_BYTES:
+        return
+    with contextlib.suppress(ResponseError, OSError):
+        while deadline.remaining() > 0 and response.read1(_DRAIN_MAX_BYTES):
+            pass
 
 
 def _fetch_fsspec(url: str, policy: DownloadPolicy, deadline: Deadline) -> bytes:

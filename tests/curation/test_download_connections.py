@@ -56,6 +56,17 @@ def test_a_batch_reuses_one_connection_per_host(
     assert dialled == ["127.0.0.1"]
 
 
+def test_short_error_and_redirect_answers_keep_their_connection(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    """A 404, a 500 and a redirect hop each read their short body, so one connection serves
+    the whole batch instead of a new handshake after each."""
+    urls = [server.url(p) for p in ("/status/404", "/redirect-ok", "/status/500", "/ok.png")]
+    frame, stats = fetch_images(urls, str(tmp_path), replace(POLICY, max_attempts=1), workers=1)
+    assert (stats.ok, stats.failed) == (2, 2)
+    assert server.state.connections == 1 and len(server.state.requests) == 5
+
+
 def test_connections_are_kept_apart_by_host_name(
     server: FaultServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
