@@ -2,8 +2,9 @@
 
 A threaded HTTP/1.1 server (`bench.cdn`) serves N distinct JPEGs, each response delayed by a
 fixed latency (a far CDN) and a new connection's first one by a round trip more (the TCP
-handshake, which loopback does not cost), with a few percent of faults planted by URL: transient 500s (first
-hit fails), permanent 500s, 404s and transient hangs (first hit never answers). Every client
+handshake, which loopback does not cost), with a few percent of faults planted by URL:
+transient 500s (first hit fails), permanent 500s, 404s and transient hangs (first hit never
+answers). Every client
 sees the same fault plan: the server's hit counters are reset before each client runs. The
 server and the clients are pinned to disjoint CPUs (what `taskset` does), so the client's
 images/s is not shared with the server's own Python.
