@@ -87,7 +87,6 @@ class Response:
         self._parsed.parser = self._parser
         self._head_bytes = 0
         self._eof = False
-        self._trailing_bytes = False
         self._read_head()
         self.status: int = self._parser.get_status_code()
         self.headers = self._parsed.headers
@@ -101,8 +100,13 @@ class Response:
         """Whether the connection may carry the next request: the body was read to its end
         and neither side asked to close."""
         parsed = self._parsed
-        unread = self._eof or self._trailing_bytes or parsed.past_the_end
-        return parsed.complete and parsed.keep_alive and not unread
+        return parsed.complete and parsed.keep_alive and not (self._eof or parsed.past_the_end)
+
+    @property
+    def content_length(self) -> int | None:
+        """The declared body length, None when absent or not a plain number."""
+        declared = self.headers.get("content-length", "").strip()
+        return int(declared) if declared.isdigit() else None
 
     def _feed(self, data: bytes) -> None:
         try:
@@ -111,7 +115,7 @@ class Response:
             if self._parsed.complete:
                 # Bytes past the declared length (a lying Content-Length): the body ended
                 # where the server said; the connection is not reused.
-                self._trailing_bytes = True
+                self._parsed.past_the_end = True
                 return
             raise ResponseError(f"malformed response ({exc})"[:120]) from exc
 

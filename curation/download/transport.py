@@ -339,9 +339,9 @@ def _http_get(
 
 def _read_response(exchange: _Exchange, policy: DownloadPolicy, deadline: Deadline) -> bytes:
     response, sock = exchange.response, exchange.sock
-    declared = response.headers.get("content-length")
-    if declared and declared.strip().isdigit() and int(declared) > policy.max_bytes:
-        raise FetchError(REASON_TOO_LARGE, f"content-length {int(declared)} > {policy.max_bytes}")
+    declared = response.content_length
+    if declared is not None and declared > policy.max_bytes:
+        raise FetchError(REASON_TOO_LARGE, f"content-length {declared} > {policy.max_bytes}")
     decoder = _decoder_for(response.headers.get("content-encoding"), policy.max_bytes)
 
     def shrink_timeout(left: float) -> None:
@@ -393,17 +393,14 @@ def _fetch_http(
         with _Watchdog(deadline) as watchdog:
             exchange = _http_get(current, policy, deadline, watchdog, pools)
             try:
-                location = _redirect_location(exchange.response)
-                if location is None:
+                try:
+                    location = _redirect_location(exchange.response)
+                except FetchError as exc:  # a status that is neither 200 nor a redirect
+                    status_error, location = exc, None
+                if location is None and status_error is None:
                     body = _read_response(exchange, policy, deadline)
                 else:
                     _drain(exchange.response, deadline)
-            except FetchError as exc:
-                if exc.code != REASON_HTTP_STATUS:
-                    exchange.close()
-                    raise
-                _drain(exchange.response, deadline)
-                status_error = exc
             except BaseException:
                 exchange.close()
                 raise
@@ -424,8 +421,8 @@ def _fetch_http(
 def _drain(response: Response, deadline: Deadline) -> None:
     """Read a short redirect or error body to its end, so its connection can carry the next
     request instead of costing a new handshake; a long or unsized one is left (and closed)."""
-    declared = response.headers.get("content-length", "").strip()
-    if not declared.isdigit() or int(declared) > _DRAIN_MAX_BYTES:
+    declared = response.content_length
+    if declared is None or declared > _DRAIN_MAX_BYTES:
         return
     with contextlib.suppress(ResponseError, OSError):
         while deadline.remaining() > 0 and response.read1(_DRAIN_MAX_BYTES):
