@@ -14,10 +14,11 @@ import heapq
 import itertools
 import queue
 import random
+import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, TypeGuard
 
@@ -136,14 +137,16 @@ def _verified(
     except BadImageError as exc:
         bad = IMAGE_STATUS_BAD_IMAGE
         return _result(url, bad, exc.reason, started, bytes=len(data), attempts=attempts)
+    digest = image_store.sha256_hex(data)
     # The URL index syncs the store once per batch before naming these images.
-    path = image_store.store_image_bytes(store_root, data, FORMAT_EXTENSIONS[kind], durable=False)
+    ext = FORMAT_EXTENSIONS[kind]
+    path = image_store.store_image_bytes(store_root, data, ext, durable=False, sha256=digest)
     return _result(
         url,
         IMAGE_STATUS_OK,
         None,
         started,
-        sha256=image_store.sha256_hex(data),
+        sha256=digest,
         path=path,
         format=kind,
         width=width,
@@ -265,6 +268,66 @@ def _fetch_scheduled(
     return rows
 
 
+class _Scheduler:
+    """The jobs of one batch for worker threads that pull their own work.
+
+    A worker that ends an attempt takes its next job itself, under one lock: no thread between
+    a finished attempt and the next, so the dispatch does not wait on whichever thread records
+    rows. A due retry goes before a fresh URL, so a retry waits at most for one attempt to end
+    (should its deadline pass meanwhile, its last error stands). A backoff waits on a heap of
+    (due time, job), not in a worker: a sleeping worker held it for seconds per permanently
+    failing URL, and a few of those set the tail of a batch.
+    """
+
+    def __init__(self, urls: list[str | None]) -> None:
+        self._cond = threading.Condition()
+        self._fresh = deque(_Job(url) for url in urls)
+        self._waiting: list[tuple[float, int, _Job]] = []
+        self._order = itertools.count()  # ties on the due time never compare jobs
+        self._running = 0
+        self._stopped = False
+        self.rows: dict[str | None, dict[str, Any]] = {}
+
+    def next_job(self) -> _Job | None:
+        """The next job due, waiting for one if need be; None once the batch is over."""
+        with self._cond:
+            while not self._stopped:
+                now = time.monotonic()
+                if self._waiting and self._waiting[0][0] <= now:
+                    job = heapq.heappop(self._waiting)[2]
+                elif self._fresh:
+                    job = self._fresh.popleft()
+                elif self._waiting:
+                    self._cond.wait(self._waiting[0][0] - now)
+                    continue
+                elif self._running:
+                    self._cond.wait()  # a running attempt may yet hand back a retry
+                    continue
+                else:
+                    return None
+                self._running += 1
+                return job
+            return None
+
+    def finish(self, job: _Job, row: dict[str, Any] | None) -> None:
+        """Record the job's final row, or queue its retry (row None) for `job.ready_at`."""
+        with self._cond:
+            self._running -= 1
+            if row is None:
+                heapq.heappush(self._waiting, (job.ready_at, next(self._order), job))
+                self._cond.notify()
+            else:
+                self.rows[job.url] = row
+                if not self._running and not self._fresh and not self._waiting:
+                    self._cond.notify_all()  # the batch is over: idle workers may leave
+
+    def stop(self) -> None:
+        """No job is handed out any more; attempts under way still end and report."""
+        with self._cond:
+            self._stopped = True
+            self._cond.notify_all()
+
+
 def _run_jobs(
     urls: list[str | None],
     pool: ThreadPoolExecutor,
@@ -272,61 +335,42 @@ def _run_jobs(
     attempt: Callable[[_Job], dict[str, Any] | None],
     on_row: Callable[[dict[str, Any]], None],
 ) -> dict[str | None, dict[str, Any]]:
-    """Run `attempt` on every URL's job with at most `workers` in flight, no worker asleep.
+    """Run `attempt` on every URL's job on `workers` threads of `pool`; each final row goes to
+    `on_row` on this thread as it lands. An error in an attempt (storage: disk full, a missing
+    bucket) stops the batch and is raised once the attempts under way have ended."""
+    scheduler = _Scheduler(urls)
+    landed: queue.SimpleQueue[dict[str, Any] | None] = queue.SimpleQueue()
 
-    A backoff slept inside a worker held it for seconds per permanently failing URL, so a few
-    of those set the tail of a batch. Here an attempt that may be retried goes on a heap of
-    (due time, job); a free worker takes a due retry before a fresh URL, so a due retry waits
-    at most for one attempt to end (should its deadline pass meanwhile, its last error stands).
-    Each final row goes to `on_row` as it lands, on this thread.
-    """
-    fresh = deque(_Job(url) for url in urls)
-    waiting: list[tuple[float, int, _Job]] = []
-    order = itertools.count()  # ties on the due time never compare jobs
-    running: dict[Future[dict[str, Any] | None], _Job] = {}
-    # Workers post their futures here as they finish: waiting on one queue costs the same
-    # whatever the worker count, where `concurrent.futures.wait` subscribes to every running
-    # future on every call.
-    finished: queue.SimpleQueue[Future[dict[str, Any] | None]] = queue.SimpleQueue()
-    rows: dict[str | None, dict[str, Any]] = {}
-    while fresh or waiting or running:
-        now = time.monotonic()
-        while len(running) < workers and (fresh or (waiting and waiting[0][0] <= now)):
-            due = waiting and waiting[0][0] <= now
-            job = heapq.heappop(waiting)[2] if due else fresh.popleft()
-            future = pool.submit(attempt, job)
-            running[future] = job
-            future.add_done_callback(finished.put)
-        # Wake for the next retry only if a worker is free to take it; else for a completion.
-        free = len(running) < workers and bool(waiting)
-        timeout = max(0.0, waiting[0][0] - now) if free else None
-        if not running:
-            time.sleep(timeout or 0.0)  # nothing can finish: sleep until a retry is due
-            continue
-        for future in _completed(finished, timeout):
-            job = running.pop(future)
-            row = future.result()  # storage errors propagate and fail the batch
-            if row is None:
-                heapq.heappush(waiting, (job.ready_at, next(order), job))
-            else:
-                rows[job.url] = row
-                on_row(row)
-    return rows
-
-
-def _completed(
-    finished: queue.SimpleQueue[Future[dict[str, Any] | None]], timeout: float | None
-) -> list[Future[dict[str, Any] | None]]:
-    """The futures finished so far, waiting up to `timeout` (None: forever) for the first."""
-    try:
-        done = [finished.get(timeout=timeout)]
-    except queue.Empty:
-        return []
-    while True:
+    def work() -> None:
         try:
-            done.append(finished.get_nowait())
-        except queue.Empty:
-            return done
+            while (job := scheduler.next_job()) is not None:
+                try:
+                    row = attempt(job)
+                except BaseException:
+                    scheduler.stop()
+                    raise
+                scheduler.finish(job, row)
+                if row is not None:
+                    landed.put(row)
+        finally:
+            landed.put(None)  # this worker has left
+
+    threads = [pool.submit(work) for _ in range(max(1, min(workers, len(urls))))]
+    try:
+        left = len(threads)
+        while left:
+            row = landed.get()
+            if row is None:
+                left -= 1
+            else:
+                on_row(row)
+    except BaseException:
+        scheduler.stop()
+        wait(threads)
+        raise
+    for thread in threads:
+        thread.result()  # the first storage error, after every finished row was recorded
+    return scheduler.rows
 
 
 def fetch_images(

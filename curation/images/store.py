@@ -9,11 +9,13 @@ name for a later run to trust.
 
 from __future__ import annotations
 
+import functools
 import glob
 import hashlib
 import os
 import re
 import time
+from collections.abc import Callable
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
@@ -48,23 +50,49 @@ def exists(path: str) -> bool:
     return bool(fs.exists(fs_path))
 
 
-def store_image_bytes(root: str, data: bytes, ext: str, *, durable: bool = True) -> str:
+@functools.lru_cache(maxsize=64)
+def _local_images_dir(root: str) -> str | None:
+    """The local path of a store root's images folder, or None for any other filesystem:
+    resolved once per root and process, since parsing the URL of every image cost more than
+    its write. Only local roots are kept: an object store's filesystem follows its options."""
+    fs, path = fsspec.core.url_to_fs(f"{root.rstrip('/') or '/'}/{IMAGES_DIR}")
+    return path if isinstance(fs, LocalFileSystem) else None
+
+
+def store_image_bytes(
+    root: str, data: bytes, ext: str, *, durable: bool = True, sha256: str | None = None
+) -> str:
     """Store `data` content-addressed under `root`; returns its path. Idempotent and atomic.
 
     `durable=False` skips the per-file fsync for a caller that makes a whole batch durable
     with one `schemas.atomic.sync_filesystem_of` before recording it (the downloader does). A
     stored file of the wrong size (what a power cut can leave of an unsynced write) is
-    written again rather than trusted.
+    written again rather than trusted. `sha256`: the digest of `data`, when the caller has
+    already computed it.
     """
-    path = image_path_for(root, sha256_hex(data), ext)
-    fs, fs_path = fsspec.core.url_to_fs(path)
+    digest = sha256 or sha256_hex(data)
+    path = image_path_for(root, digest, ext)
+    images_dir = _local_images_dir(str(root))
+    if images_dir is None:
+        fs, fs_path = fsspec.core.url_to_fs(path)
+        stored_size: Callable[[str], int] = fs.size
+    else:
+        fs, fs_path = _LOCAL, f"{images_dir}/{digest[:_FANOUT_CHARS]}/{digest}.{ext}"
+        stored_size = _local_size
     try:
-        if fs.size(fs_path) == len(data):
+        if stored_size(fs_path) == len(data):
             return path
     except FileNotFoundError:
         pass
     write_bytes_atomic(fs_path, data, durable=durable, fs=fs)
     return path
+
+
+_LOCAL = LocalFileSystem()
+
+
+def _local_size(path: str) -> int:
+    return os.stat(path).st_size  # one system call; fsspec's info() makes two
 
 
 def remove_stale_temporaries(root: str, older_than_s: float = STALE_TMP_AGE_S) -> int:

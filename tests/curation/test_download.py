@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import json
 import os
 import shutil
@@ -20,6 +21,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import fsspec
 import polars as pl
@@ -36,6 +38,7 @@ from curation.download import (
     inspect_image_bytes,
     transport,
 )
+from curation.download.url_index import recorded_rows
 from curation.images import store as image_store
 from curation.images.sniff import DEFAULT_ALLOWED_FORMATS, accept_header
 from schemas.tables import (
@@ -572,6 +575,29 @@ def test_the_url_index_is_written_one_batch_at_a_time_and_resumes_a_run(
     _, stats = fetch_images(urls, str(tmp_path), policy, workers=2)
     assert (stats.reused, stats.attempted, stats.ok) == (7, 1, 7)
     assert dict(server.state.hits) == {"/status/404": 1}
+
+
+def test_a_storage_error_stops_the_batch_and_keeps_what_finished_recorded(
+    server: FaultServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_store = image_store.store_image_bytes
+    calls = itertools.count(1)
+
+    def store_until_the_disk_fills(*args: Any, **kwargs: Any) -> str:
+        if next(calls) >= 4:
+            raise OSError("disk full")
+        return real_store(*args, **kwargs)
+
+    monkeypatch.setattr(image_store, "store_image_bytes", store_until_the_disk_fills)
+    policy = replace(FAST, index_batch_size=1, index_flush_s=3600.0)
+    urls = [server.url(f"/ok.jpg?n={n}") for n in range(20)]
+    with pytest.raises(OSError, match="disk full"):
+        fetch_images(urls, str(tmp_path), policy, workers=2)
+    recorded = recorded_rows(str(tmp_path), urls)
+    assert len(recorded) == 3  # the three stored before the disk filled
+    # No fresh URL is handed out once an attempt has failed the batch: the other worker
+    # ends the attempt it had under way, at most, and four more may fail.
+    assert sum(server.state.hits.values()) <= 8
 
 
 def test_the_url_index_flushes_by_time_and_reads_records_from_before_batching(

@@ -80,3 +80,9 @@ def test_a_failed_sync_raises(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setattr("schemas.atomic._syncfs", lambda: failing_syncfs)
     with pytest.raises(OSError, match="syncfs failed"):
         sync_filesystem_of(tmp_path)
+
+
+def test_a_local_write_into_a_missing_folder_makes_it(tmp_path: Path) -> None:
+    target = tmp_path / "a" / "b" / "image.jpg"
+    write_bytes_atomic(str(target), b"x" * 100_000, durable=False)
+    assert target.read_bytes() == b"x" * 100_000 and os.listdir(target.parent) == ["image.jpg"]
