@@ -15,7 +15,6 @@ import hashlib
 import os
 import re
 import time
-from collections.abc import Callable
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
@@ -51,11 +50,11 @@ def exists(path: str) -> bool:
 
 
 @functools.lru_cache(maxsize=64)
-def _local_images_dir(root: str) -> str | None:
-    """The local path of a store root's images folder, or None for any other filesystem:
-    resolved once per root and process, since parsing the URL of every image cost more than
-    its write. Only local roots are kept: an object store's filesystem follows its options."""
-    fs, path = fsspec.core.url_to_fs(f"{root.rstrip('/') or '/'}/{IMAGES_DIR}")
+def _local_root(root: str) -> str | None:
+    """The local path of a store root, or None for any other filesystem: resolved once per
+    root and process, since parsing the URL of every image cost more than its write. Only
+    local roots are kept: an object store's filesystem follows its options."""
+    fs, path = fsspec.core.url_to_fs(root)
     return path if isinstance(fs, LocalFileSystem) else None
 
 
@@ -72,15 +71,13 @@ def store_image_bytes(
     """
     digest = sha256 or sha256_hex(data)
     path = image_path_for(root, digest, ext)
-    images_dir = _local_images_dir(str(root))
-    if images_dir is None:
+    local_root = _local_root(str(root))
+    if local_root is None:
         fs, fs_path = fsspec.core.url_to_fs(path)
-        stored_size: Callable[[str], int] = fs.size
     else:
-        fs, fs_path = _LOCAL, f"{images_dir}/{digest[:_FANOUT_CHARS]}/{digest}.{ext}"
-        stored_size = _local_size
+        fs, fs_path = _LOCAL, image_path_for(local_root, digest, ext)
     try:
-        if stored_size(fs_path) == len(data):
+        if _stored_size(fs, fs_path) == len(data):
             return path
     except FileNotFoundError:
         pass
@@ -91,8 +88,10 @@ def store_image_bytes(
 _LOCAL = LocalFileSystem()
 
 
-def _local_size(path: str) -> int:
-    return os.stat(path).st_size  # one system call; fsspec's info() makes two
+def _stored_size(fs: fsspec.AbstractFileSystem, fs_path: str) -> int:
+    if isinstance(fs, LocalFileSystem):
+        return os.stat(fs_path).st_size  # one system call; fsspec's info() makes two
+    return int(fs.size(fs_path))
 
 
 def remove_stale_temporaries(root: str, older_than_s: float = STALE_TMP_AGE_S) -> int:
