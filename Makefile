@@ -61,7 +61,8 @@ trace: setup
 
 # Delete dataset snapshots and images that no kept checkpoint (or the current pipeline) needs.
 gc: setup
-	$(BIN)/python -m dagster_project.cli gc $(if $(DRY_RUN),--dry-run)
+	$(BIN)/python -m dagster_project.cli gc $(if $(DRY_RUN),--dry-run) \
+		$(if $(OP_VALUES_DAYS),--op-values-days $(OP_VALUES_DAYS))
 
 ui: setup instance
 	$(BIN)/dagster dev -m dagster_project.definitions

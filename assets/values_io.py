@@ -3,7 +3,8 @@
 
 The ops inside a graph-backed asset hand each other small values too (which shard to run,
 what a shard did); those land at `{PIPELINE_DATA_DIR}/op_values/{run_id}/{step}.{output}.json`,
-so a step on another worker can read them when the data dir is shared (S3)."""
+so a step on another worker can read them when the data dir is shared (S3); `make gc` sweeps
+a run's folder a week after its last write."""
 
 from __future__ import annotations
 
@@ -13,10 +14,10 @@ import dagster as dg
 import fsspec
 from pydantic import BaseModel
 
+from curation.retention import OP_VALUES_DIR
 from schemas.atomic import write_bytes_atomic
 
 VALUES_IO_MANAGER_KEY = "values_io_manager"
-OP_VALUES_DIR = "op_values"
 
 
 class PydanticJsonIOManager(dg.ConfigurableIOManager):

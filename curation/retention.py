@@ -9,13 +9,19 @@ and the pipeline's current state. Referenced, so never deleted:
   refresh never has to download or augment again what it already has.
 Anything else under hf_dataset/ that looks like a snapshot (a fingerprint-named folder) and any
 other file under images/ goes. Temporaries a crashed writer left are removed too.
+
+The values ops of a graph-backed asset hand each other (`op_values/{run_id}/`) go with their
+run once it is older than a retention window (default 7 days): until then a re-execution of
+that run from a failed step still reads its parent's values from there.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 import fsspec
 import polars as pl
@@ -35,6 +41,9 @@ CURRENT_TABLES: tuple[str, ...] = (
     "synthetic_variants",
 )
 DATASET_VALUE = "training_dataset.json"
+# {data_dir}/op_values/{run_id}/{step}.{output}.json: what one op of a run hands the next.
+OP_VALUES_DIR = "op_values"
+OP_VALUES_RETENTION = dt.timedelta(days=7)
 
 
 @dataclass
@@ -43,6 +52,8 @@ class GcReport:
     removed_snapshots: list[str] = field(default_factory=list)
     kept_images: int = 0
     removed_images: list[str] = field(default_factory=list)
+    kept_op_value_runs: int = 0
+    removed_op_value_runs: list[str] = field(default_factory=list)
 
 
 def _name(uri: str) -> str:
@@ -93,8 +104,14 @@ def referenced_images(data_dir: str, snapshots: set[str]) -> tuple[set[str], set
     return names, hashes
 
 
-def garbage_collect(data_dir: str, dry_run: bool = False) -> GcReport:
+def garbage_collect(
+    data_dir: str,
+    dry_run: bool = False,
+    op_values_retention: dt.timedelta = OP_VALUES_RETENTION,
+    now: dt.datetime | None = None,
+) -> GcReport:
     report = GcReport()
+    _sweep_op_values(data_dir, report, op_values_retention, now, dry_run)
     keep = referenced_snapshots(data_dir)
     fs, root = fsspec.core.url_to_fs(join(data_dir, SNAPSHOTS_DIR))
     if fs.exists(root):
@@ -117,3 +134,35 @@ def garbage_collect(data_dir: str, dry_run: bool = False) -> GcReport:
         if not dry_run:
             fs.rm(path)
     return report
+
+
+def _sweep_op_values(
+    data_dir: str,
+    report: GcReport,
+    retention: dt.timedelta,
+    now: dt.datetime | None,
+    dry_run: bool,
+) -> None:
+    """Removes each run's op values once its newest file is older than `retention`."""
+    fs, root = fsspec.core.url_to_fs(join(data_dir, OP_VALUES_DIR))
+    if not fs.exists(root):
+        return
+    cutoff = (now or dt.datetime.now(dt.UTC)) - retention
+    for run_folder in sorted(fs.ls(root, detail=False)):
+        listing = fs.find(run_folder, detail=True)
+        newest = max((_modified(fs, path, info) for path, info in listing.items()), default=None)
+        if newest is not None and newest > cutoff:
+            report.kept_op_value_runs += 1
+            continue
+        report.removed_op_value_runs.append(_name(run_folder))
+        if not dry_run:
+            fs.rm(run_folder, recursive=True)
+
+
+def _modified(fs: fsspec.AbstractFileSystem, path: str, info: dict[str, Any]) -> dt.datetime:
+    """A file's last write, from its listing where the filesystem puts it there (no request
+    per file on an object store)."""
+    stamp = info.get("LastModified") or info.get("mtime") or fs.modified(path)
+    if isinstance(stamp, (int, float)):
+        return dt.datetime.fromtimestamp(stamp, dt.UTC)
+    return stamp.astimezone(dt.UTC) if stamp.tzinfo else stamp.astimezone()

@@ -8,13 +8,14 @@ python -m dagster_project.cli gc [--dry-run]
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 from collections.abc import Sequence
 
 import polars as pl
 
 from assets.resources import default_data_dir
 from curation.images.store import exists
-from curation.retention import garbage_collect
+from curation.retention import OP_VALUES_RETENTION, garbage_collect
 from curation.snapshots import join, read_parquet
 from curation.trace import (
     Checkpoint,
@@ -116,14 +117,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     trace.add_argument("--limit", type=int, default=50, help="excluded rows shown (0: all)")
     gc = commands.add_parser("gc", help="delete snapshots and images no checkpoint needs")
     gc.add_argument("--dry-run", action="store_true")
+    gc.add_argument(
+        "--op-values-days",
+        type=float,
+        default=OP_VALUES_RETENTION.days,
+        help="keep a run's op values (re-execution from a failed step reads them) this long",
+    )
     args = parser.parse_args(argv)
     data_dir = args.data_dir or default_data_dir()
     if args.command == "gc":
-        report = garbage_collect(data_dir, dry_run=args.dry_run)
+        retention = dt.timedelta(days=args.op_values_days)
+        report = garbage_collect(data_dir, dry_run=args.dry_run, op_values_retention=retention)
         verb = "would remove" if args.dry_run else "removed"
         print(f"Snapshots kept: {len(report.kept_snapshots)} {sorted(report.kept_snapshots)}")
         print(f"Snapshots {verb}: {len(report.removed_snapshots)} {report.removed_snapshots}")
         print(f"Images kept: {report.kept_images}; {verb}: {len(report.removed_images)}")
+        removed_runs = len(report.removed_op_value_runs)
+        print(f"Runs' op values kept: {report.kept_op_value_runs}; {verb}: {removed_runs}")
         return 0
     if args.row:
         print(describe_row(data_dir, args.row))

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import os
+import time
 from pathlib import Path
 
 import polars as pl
@@ -91,3 +94,25 @@ def test_gc_keeps_what_checkpoints_and_the_pipeline_need(tmp_path: Path) -> None
     assert not (data / "hf_dataset" / orphan).exists() and not stray.exists()
     assert trained.exists() and current.exists() and report.kept_images == 2
     assert (data / "hf_dataset" / "notes.txt").exists()
+
+
+def test_gc_sweeps_a_runs_op_values_only_after_the_retention_window(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    old_run, recent_run = data / "op_values" / "run-old", data / "op_values" / "run-recent"
+    for folder in (old_run, recent_run):
+        folder.mkdir(parents=True)
+        (folder / "plan.shard_0.json").write_text("{}")
+    week_and_a_day_ago = time.time() - 8 * 86400
+    os.utime(old_run / "plan.shard_0.json", (week_and_a_day_ago, week_and_a_day_ago))
+
+    dry = garbage_collect(str(data), dry_run=True)
+    assert dry.removed_op_value_runs == ["run-old"] and dry.kept_op_value_runs == 1
+    assert old_run.exists()
+
+    report = garbage_collect(str(data))
+    assert report.removed_op_value_runs == ["run-old"]
+    assert not old_run.exists() and (recent_run / "plan.shard_0.json").exists()
+
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(days=2)
+    shorter = garbage_collect(str(data), op_values_retention=dt.timedelta(days=1), now=later)
+    assert shorter.removed_op_value_runs == ["run-recent"] and not recent_run.exists()

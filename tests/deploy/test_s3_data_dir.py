@@ -7,6 +7,7 @@ manager, the report, reuse of stored images, staleness over s3-backed data, and 
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import subprocess
 import time
@@ -17,6 +18,7 @@ import polars as pl
 import pytest
 from s3fs import S3FileSystem
 
+from curation.retention import garbage_collect
 from curation.shards import shard_of
 from dagster_project.cli import main as cli_main
 from dagster_project.cli import selection_for
@@ -129,6 +131,14 @@ def test_curation_groups_round_trip_through_s3(tmp_path, demo_catalogue, s3_endp
     assert fs.find(f"{bucket}/pipeline/shards/product_images") and fs.find(
         f"{bucket}/pipeline/op_values"
     )
+    # `make gc` keeps the runs' op values inside the retention window and sweeps them after.
+    data_dir = f"s3://{bucket}/pipeline"
+    within = garbage_collect(data_dir, dry_run=True)
+    assert within.kept_op_value_runs >= 1 and within.removed_op_value_runs == []
+    swept = garbage_collect(data_dir, op_values_retention=dt.timedelta(0))
+    assert len(swept.removed_op_value_runs) == within.kept_op_value_runs
+    fs.invalidate_cache()
+    assert not fs.find(f"{bucket}/pipeline/op_values")
     instance.dispose()
 
 
