@@ -49,11 +49,17 @@ def exists(path: str) -> bool:
     return bool(fs.exists(fs_path))
 
 
-@functools.lru_cache(maxsize=64)
 def _local_root(root: str) -> str | None:
-    """The local path of a store root, or None for any other filesystem: resolved once per
-    root and process, since parsing the URL of every image cost more than its write. Only
-    local roots are kept: an object store's filesystem follows its options."""
+    """The local path of a store root, or None for any other filesystem. Parsing the URL of
+    every image cost more than its write, so it is resolved once per root, working folder and
+    home (a relative or `~` root resolves against those)."""
+    return _resolved_local_root(root, os.getcwd(), os.environ.get("HOME"))
+
+
+@functools.lru_cache(maxsize=64)
+def _resolved_local_root(root: str, cwd: str, home: str | None) -> str | None:
+    # cwd and home are the cache key; fsspec reads them itself. Only local roots are kept: an
+    # object store's filesystem follows its options.
     fs, path = fsspec.core.url_to_fs(root)
     return path if isinstance(fs, LocalFileSystem) else None
 

@@ -504,6 +504,17 @@ def test_same_bytes_are_stored_once(tmp_path: Path) -> None:
     assert image_store.exists(first) and not image_store.exists(first + ".nope")
 
 
+def test_a_relative_store_root_follows_the_working_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first, second = tmp_path / "first", tmp_path / "second"
+    for folder in (first, second):
+        folder.mkdir()
+        monkeypatch.chdir(folder)
+        path = image_store.store_image_bytes("store", jpeg_bytes(), "jpg")
+        assert not Path(path).is_absolute() and (folder / path).read_bytes() == jpeg_bytes()
+
+
 def test_failed_write_leaves_no_temporary_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
