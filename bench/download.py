@@ -34,6 +34,8 @@ from schemas.tables import IMAGE_STATUS_OK
 
 # img2dataset is not installed with the project (it pins pandas<3): point at its CLI here.
 IMG2DATASET_ENV = "IMG2DATASET_BIN"
+# The retries img2dataset gets: the same three as ours (run_ours's max_attempts 4).
+IMG2DATASET_RETRIES = 3
 
 
 def run_ours(
@@ -343,7 +345,12 @@ def _repeated_pairs(
             ours = run_ours(server.urls(), root / f"ours{index}", args.timeout_s, workers)
         with serve() as server:
             theirs = run_img2dataset(
-                binary, server.urls(), root / f"i2d{index}", args.timeout_s, workers, retries=3
+                binary,
+                server.urls(),
+                root / f"i2d{index}",
+                args.timeout_s,
+                workers,
+                IMG2DATASET_RETRIES,
             )
         if theirs["shard_s"]:
             ours_rate = ours["ok"] / ours["seconds"]
@@ -383,7 +390,7 @@ def _img2dataset_rows(
 
     def cli(chosen: list[str], folder: str) -> dict[str, Any]:
         return run_img2dataset(
-            binary, chosen, root / folder, args.timeout_s, args.workers[0], retries=3
+            binary, chosen, root / folder, args.timeout_s, args.workers[0], IMG2DATASET_RETRIES
         )
 
     try:
@@ -393,13 +400,13 @@ def _img2dataset_rows(
         notes.append(f"img2dataset failed to run: {exc}"[:400])
         return []
     notes.append(
-        "img2dataset: same URL list, 1 process x the first thread count, 3 retries, no "
-        "re-encoding; it reports no retries; it opens a connection per request "
+        f"img2dataset: same URL list, 1 process x the first thread count, {IMG2DATASET_RETRIES} "
+        "retries, no re-encoding; it reports no retries; it opens a connection per request "
         "(urllib.request). Its CLI row includes its start-up (imports, its worker process, "
         "shard files), which ours, timed in a warm process, does not pay. The rate the ratio "
-        "column compares against is its own: the seconds its stats file reports for the "
-        "shard (from reading the shard to its last write, so no start-up), with the CPU of "
-        "the 1-URL start-up row subtracted from the CLI's. " + PUBLISHED_IMG2DATASET
+        "column compares against is its own: the seconds its stats file reports for the shard "
+        "(from reading the shard to its last write, so no start-up), with the CPU of the 1-URL "
+        "start-up row subtracted from the CLI's. " + PUBLISHED_IMG2DATASET
     )
     if result["shard_s"] is None:
         notes.append("img2dataset: its stats file reports no shard duration; no rate.")
